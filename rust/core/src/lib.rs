@@ -1,0 +1,12 @@
+//! memosd-core: the pure-Rust core of memosd.
+//!
+//! - [`hnsw`]: approximate nearest-neighbour search (HNSW) with in-graph filtering.
+//! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
+//!
+//! No Python here: the PyO3 layer lives in `rust/py`.
+
+pub mod error;
+pub mod hnsw;
+pub mod kv;
+
+pub use error::{Error, Result};

@@ -1,0 +1,14 @@
+//! `memosd._native`: the thin PyO3 layer over memosd-core.
+
+use pyo3::prelude::*;
+
+mod error;
+mod hnsw;
+mod kv;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    hnsw::register(m)?;
+    kv::register(m)?;
+    Ok(())
+}
