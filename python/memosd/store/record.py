@@ -1,0 +1,118 @@
+"""The records the store keeps: cubes and versions of memories, and their msgpack form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from memosd.errors import CorruptDataError
+
+MEMORY_TYPES = ("PLAINTEXT", "ACTIVATION", "PARAMETRIC")
+MEMORY_STATES = ("ACTIVE", "ARCHIVED", "FROZEN", "EXPIRED", "MERGED", "DELETED")
+CHANGE_KINDS = ("CREATE", "UPDATE", "STATE", "DELETE", "ROLLBACK", "EXPIRE")
+
+
+@dataclass(frozen=True, slots=True)
+class LineageRef:
+    """One parent of a derived memory: its id and the version it was derived from."""
+
+    memory_id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class CubeRecord:
+    id: str
+    name: str
+    created_at: float
+    memory_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryDraft:
+    """What a client supplies for a new memory; the store assigns the rest."""
+
+    content: str
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    priority: int = 0
+    expires_at: float | None = None
+    source: str = "client"
+    lineage: tuple[LineageRef, ...] = ()
+    type: str = "PLAINTEXT"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """One version of a memory with its full envelope.
+
+    ``key`` is the store-wide u64 identity (never reused; the HNSW id); ``id`` is
+    the public memory id. The head of a memory is its latest version.
+    """
+
+    key: int
+    id: str
+    cube_id: str
+    type: str
+    content: str
+    version: int
+    state: str
+    tags: tuple[str, ...]
+    metadata: dict[str, str]
+    priority: int
+    created_at: float
+    updated_at: float
+    expires_at: float | None
+    source: str
+    lineage: tuple[LineageRef, ...]
+    access_count: int
+    last_access_at: float | None
+    change_kind: str
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+def pack_memory(record: MemoryRecord) -> bytes:
+    data = asdict(record)
+    data["tags"] = list(record.tags)
+    data["lineage"] = [[ref.memory_id, ref.version] for ref in record.lineage]
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def unpack_memory(raw: bytes) -> MemoryRecord:
+    data = _unpack(raw)
+    try:
+        data["tags"] = tuple(data["tags"])
+        data["lineage"] = tuple(LineageRef(mid, ver) for mid, ver in data["lineage"])
+        return MemoryRecord(**data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptDataError(f"memory record does not decode: {exc}") from exc
+
+
+def pack_cube(record: CubeRecord) -> bytes:
+    return msgpack.packb(asdict(record), use_bin_type=True)
+
+
+def unpack_cube(raw: bytes) -> CubeRecord:
+    try:
+        return CubeRecord(**_unpack(raw))
+    except TypeError as exc:
+        raise CorruptDataError(f"cube record does not decode: {exc}") from exc
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(raw: bytes) -> Any:
+    try:
+        return msgpack.unpackb(raw, raw=False)
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise CorruptDataError(f"stored value is not valid msgpack: {exc}") from exc
+
+
+def unpack(raw: bytes) -> Any:
+    return _unpack(raw)

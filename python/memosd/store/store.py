@@ -1,0 +1,498 @@
+"""The persistent store of memosd: one LMDB environment per data directory.
+
+Sub-databases (keys big-endian, values msgpack unless noted):
+
+- ``meta``: schema version, last sequence number, last memory key (u64 counters);
+- ``cubes`` (cube id -> cube), ``cube_names`` (name -> cube id);
+- ``ids`` (memory id -> memory key), ``heads`` (memory key -> current version),
+  ``members`` ((cube, key) -> b''), ``versions`` ((cube, key, version) -> snapshot);
+- ``vectors`` (memory key -> raw little-endian float32 embedding, the source the
+  search index is rebuilt from); ``blobs`` (sha256 -> raw bytes);
+- ``audit`` ((seq, n) -> entry), append-only; ``expiry`` ((ms, key) -> b'').
+
+Every method that writes is one LMDB transaction. After a commit, subscribers
+get the changed heads and the purged keys, in commit order (the write lock is
+held while they run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+import numpy as np
+
+from memosd.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    VersionConflictError,
+)
+from memosd.store import keys
+from memosd.store.environment import Environment
+from memosd.store.record import (
+    CubeRecord,
+    MemoryDraft,
+    MemoryRecord,
+    pack_memory,
+    unpack,
+    unpack_cube,
+    unpack_memory,
+)
+from memosd.store.transaction import WriteTxn
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+# Rows read per read transaction by the scanning iterators, so that no read
+# transaction stays open while a caller works on the rows.
+SCAN_CHUNK = 1024
+
+T = TypeVar("T")
+Listener = Callable[[Sequence[MemoryRecord], Sequence[int]], None]
+# Makes the next version of a memory from its head; the second argument reads
+# an older version inside the same transaction.
+Change = Callable[[MemoryRecord, Callable[[int], MemoryRecord]], MemoryRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    cubes: int
+    memories: int
+    versions: int
+    seq: int
+    used_bytes: int
+    map_bytes: int
+
+
+class Store:
+    def __init__(self, path: Path, map_size: int = 1 << 30) -> None:
+        self.path = path
+        self._env = Environment(path, map_size)
+        self._dbs = self._env.dbs
+        self._listeners: list[Listener] = []
+        self._check_schema()
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(changed_heads, purged_keys)`` after every committed change."""
+        self._listeners.append(listener)
+
+    # meta -------------------------------------------------------------------
+    @property
+    def seq(self) -> int:
+        with self._env.read() as txn:
+            raw = txn.get(b"seq", db=self._dbs["meta"])
+        return keys.read_u64(raw) if raw else 0
+
+    def stats(self) -> StoreStats:
+        with self._env.read() as txn:
+            count = {n: txn.stat(self._dbs[n])["entries"] for n in ("cubes", "heads", "versions")}
+        used, size = self._env.usage()
+        return StoreStats(count["cubes"], count["heads"], count["versions"], self.seq, used, size)
+
+    # cubes ------------------------------------------------------------------
+    def create_cube(self, name: str, now: float) -> CubeRecord:
+        def body(w: WriteTxn) -> CubeRecord:
+            if w.txn.get(keys.text(name), db=self._dbs["cube_names"]) is not None:
+                raise AlreadyExistsError(f"a cube named {name!r} exists")
+            cube = CubeRecord(id=uuid.uuid4().hex, name=name, created_at=now)
+            w.put_cube(cube)
+            w.txn.put(keys.text(name), keys.text(cube.id), db=self._dbs["cube_names"])
+            w.audit("CREATE_CUBE", cube.id, None, None, None)
+            return cube
+
+        return self._write(body)
+
+    def get_cube(self, cube_id: str) -> CubeRecord:
+        with self._env.read() as txn:
+            raw = txn.get(keys.text(cube_id), db=self._dbs["cubes"])
+        if raw is None:
+            raise NotFoundError(f"cube {cube_id} not found")
+        return unpack_cube(raw)
+
+    def cube_exists(self, cube_id: str) -> bool:
+        with self._env.read() as txn:
+            return txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is not None
+
+    def list_cubes(self) -> list[CubeRecord]:
+        with self._env.read() as txn:
+            cubes = [unpack_cube(raw) for _, raw in txn.cursor(db=self._dbs["cubes"])]
+        return sorted(cubes, key=lambda c: c.name)
+
+    def delete_cube(self, cube_id: str) -> int:
+        """Remove a cube and every memory in it; returns the number of memories removed."""
+
+        def body(w: WriteTxn) -> int:
+            cube = w.cube(cube_id)
+            prefix = keys.cube_prefix(cube_id)
+            member_keys = []
+            cursor = w.txn.cursor(db=self._dbs["members"])
+            if cursor.set_range(prefix):
+                for raw_key in cursor.iternext(values=False):
+                    if not raw_key.startswith(prefix):
+                        break
+                    member_keys.append(keys.member_key(raw_key))
+            for key in member_keys:
+                w.purge(unpack_memory(w.txn.get(keys.u64(key), db=self._dbs["heads"])))
+            w.txn.delete(keys.text(cube_id), db=self._dbs["cubes"])
+            w.txn.delete(keys.text(cube.name), db=self._dbs["cube_names"])
+            w.audit("DELETE_CUBE", cube_id, None, None, None)
+            return len(member_keys)
+
+        return self._write(body)
+
+    # memories: writes -------------------------------------------------------
+    def add_memories(
+        self,
+        cube_id: str,
+        drafts: Sequence[MemoryDraft],
+        vectors: np.ndarray | None,
+        now: float,
+    ) -> list[MemoryRecord]:
+        """Add a batch of new memories atomically, with one embedding row per draft."""
+        if vectors is not None and len(vectors) != len(drafts):
+            raise InvalidArgumentError("vectors", f"{len(vectors)} rows for {len(drafts)} drafts")
+
+        def body(w: WriteTxn) -> list[MemoryRecord]:
+            cube = w.cube(cube_id)
+            records = []
+            for i, draft in enumerate(drafts):
+                record = MemoryRecord(
+                    key=w.next_key(),
+                    id=uuid.uuid4().hex,
+                    cube_id=cube_id,
+                    type=draft.type,
+                    content=draft.content,
+                    version=1,
+                    state="ACTIVE",
+                    tags=draft.tags,
+                    metadata=dict(draft.metadata),
+                    priority=draft.priority,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=draft.expires_at,
+                    source=draft.source,
+                    lineage=draft.lineage,
+                    access_count=0,
+                    last_access_at=None,
+                    change_kind="CREATE",
+                )
+                w.put_memory(None, record, None if vectors is None else vectors[i])
+                records.append(record)
+            w.put_cube(dataclasses.replace(cube, memory_count=cube.memory_count + len(drafts)))
+            return records
+
+        return self._write(body)
+
+    def commit_version(
+        self,
+        cube_id: str,
+        memory_id: str,
+        change: Change,
+        now: float,
+        *,
+        expected_version: int | None = None,
+        vector: np.ndarray | None = None,
+    ) -> MemoryRecord:
+        """Make the next version of a memory with ``change(head, read_version)``.
+
+        ``change`` may raise to refuse the change (nothing is written). With
+        ``expected_version``, a head at any other version gives VersionConflictError.
+        """
+
+        def body(w: WriteTxn) -> MemoryRecord:
+            head = w.head(cube_id, memory_id)
+            if expected_version is not None and head.version != expected_version:
+                raise VersionConflictError(
+                    f"memory {memory_id} is at version {head.version}, "
+                    f"not the expected {expected_version}"
+                )
+            proposed = change(head, lambda number: w.version(head, number))
+            new = dataclasses.replace(
+                proposed,
+                key=head.key,
+                id=head.id,
+                cube_id=head.cube_id,
+                created_at=head.created_at,
+                version=head.version + 1,
+                updated_at=now,
+            )
+            w.put_memory(head, new, vector)
+            return new
+
+        return self._write(body)
+
+    def purge(self, cube_id: str, memory_id: str) -> MemoryRecord:
+        """Remove a memory with its history and vector; returns the removed head."""
+
+        def body(w: WriteTxn) -> MemoryRecord:
+            head = w.head(cube_id, memory_id)
+            w.purge(head)
+            cube = w.cube(cube_id)
+            w.put_cube(dataclasses.replace(cube, memory_count=cube.memory_count - 1))
+            return head
+
+        return self._write(body)
+
+    def expire_due(self, now: float, limit: int) -> list[MemoryRecord]:
+        """Mark up to ``limit`` memories whose TTL passed EXPIRED (a new version each)."""
+
+        def body(w: WriteTxn) -> list[MemoryRecord]:
+            due: list[int] = []
+            bound = keys.u64(int(now * 1000) + 1)
+            for raw_key in w.txn.cursor(db=self._dbs["expiry"]).iternext(values=False):
+                if raw_key >= bound or len(due) >= limit:
+                    break
+                due.append(keys.member_key(raw_key))
+            expired = []
+            for key in due:
+                head = unpack_memory(w.txn.get(keys.u64(key), db=self._dbs["heads"]))
+                new = dataclasses.replace(
+                    head,
+                    version=head.version + 1,
+                    state="EXPIRED",
+                    updated_at=now,
+                    change_kind="EXPIRE",
+                )
+                w.put_memory(head, new, None)
+                expired.append(new)
+            return expired
+
+        return self._write(body)
+
+    def record_access(self, hits: Mapping[int, tuple[int, float]]) -> None:
+        """Add access counts and last-access times {key: (count, last_at)} to heads.
+
+        Behavioural metadata: the heads change in place, without a new version.
+        """
+
+        def body(w: WriteTxn) -> None:
+            for key, (count, last_at) in hits.items():
+                raw = w.txn.get(keys.u64(key), db=self._dbs["heads"])
+                if raw is None:
+                    continue  # purged since the hit
+                head = unpack_memory(raw)
+                new = dataclasses.replace(
+                    head,
+                    access_count=head.access_count + count,
+                    last_access_at=max(head.last_access_at or 0.0, last_at),
+                )
+                w.txn.put(keys.u64(key), pack_memory(new), db=self._dbs["heads"])
+
+        self._write(body, notify=False)
+
+    # memories: reads --------------------------------------------------------
+    def get(self, cube_id: str, memory_id: str, version: int | None = None) -> MemoryRecord:
+        with self._env.read() as txn:
+            head = self._head(txn, cube_id, memory_id)
+            if version is None or version == head.version:
+                return head
+            raw = txn.get(keys.version(cube_id, head.key, version), db=self._dbs["versions"])
+        if raw is None:
+            raise NotFoundError(f"memory {memory_id} has no version {version}")
+        return unpack_memory(raw)
+
+    def history(self, cube_id: str, memory_id: str) -> list[MemoryRecord]:
+        """Every version, oldest first; the last one is the head."""
+        with self._env.read() as txn:
+            head = self._head(txn, cube_id, memory_id)
+            prefix = keys.version_prefix(cube_id, head.key)
+            versions = []
+            cursor = txn.cursor(db=self._dbs["versions"])
+            if cursor.set_range(prefix):
+                for raw_key, raw in cursor:
+                    if not raw_key.startswith(prefix):
+                        break
+                    versions.append(unpack_memory(raw))
+        # The head carries behavioural metadata (access stats) newer than its snapshot.
+        return [*versions[:-1], head]
+
+    def list_page(
+        self,
+        cube_id: str,
+        after_key: int,
+        accept: Callable[[MemoryRecord], bool],
+        limit: int,
+    ) -> tuple[list[MemoryRecord], int | None]:
+        """Up to ``limit`` accepted heads of a cube after ``after_key``, in key order,
+        and the key to continue after (None when the cube has no more)."""
+        heads_db = self._dbs["heads"]
+        page: list[MemoryRecord] = []
+        with self._env.read() as txn:
+            if txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is None:
+                raise NotFoundError(f"cube {cube_id} not found")
+            prefix = keys.cube_prefix(cube_id)
+            cursor = txn.cursor(db=self._dbs["members"])
+            last = after_key
+            if not cursor.set_range(keys.member(cube_id, after_key + 1)):
+                return page, None
+            for raw_key in cursor.iternext(values=False):
+                if not raw_key.startswith(prefix):
+                    return page, None
+                if len(page) == limit:
+                    return page, last
+                key = keys.member_key(raw_key)
+                record = unpack_memory(txn.get(keys.u64(key), db=heads_db))
+                last = key
+                if accept(record):
+                    page.append(record)
+        return page, None
+
+    def head_by_key(self, key: int) -> MemoryRecord | None:
+        with self._env.read() as txn:
+            raw = txn.get(keys.u64(key), db=self._dbs["heads"])
+        return unpack_memory(raw) if raw is not None else None
+
+    def heads_by_keys(self, memory_keys: Sequence[int]) -> list[MemoryRecord | None]:
+        with self._env.read() as txn:
+            raws = [txn.get(keys.u64(key), db=self._dbs["heads"]) for key in memory_keys]
+        return [unpack_memory(raw) if raw is not None else None for raw in raws]
+
+    def vector(self, key: int) -> np.ndarray | None:
+        with self._env.read() as txn:
+            raw = txn.get(keys.u64(key), db=self._dbs["vectors"])
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32) if raw is not None else None
+
+    def iter_heads(self, cube_id: str | None = None) -> Iterator[MemoryRecord]:
+        """Every head (of one cube, or of all), in key order."""
+        after = 0
+        while True:
+            if cube_id is None:
+                chunk = self._heads_chunk(after)
+            else:
+                chunk, _ = self.list_page(cube_id, after, lambda _: True, SCAN_CHUNK)
+            if not chunk:
+                return
+            yield from chunk
+            after = chunk[-1].key
+
+    def changes_since(self, seq: int) -> Iterator[tuple[int, int]]:
+        """``(seq, key)`` of every head change (add, update, state, purge) after ``seq``."""
+        start = keys.audit(seq + 1, 0)
+        while True:
+            with self._env.read() as txn:
+                cursor = txn.cursor(db=self._dbs["audit"])
+                rows = []
+                if cursor.set_range(start):
+                    for raw_key, raw in cursor:
+                        rows.append((raw_key, unpack(raw)))
+                        if len(rows) == SCAN_CHUNK:
+                            break
+            if not rows:
+                return
+            for raw_key, entry in rows:
+                if entry.get("key") is not None:
+                    yield keys.read_u64(raw_key), entry["key"]
+            start = rows[-1][0] + b"\x00"
+
+    # blobs ------------------------------------------------------------------
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes under their sha256 (hex); storing the same bytes twice is a no-op."""
+        digest = hashlib.sha256(data).digest()
+
+        def body(w: WriteTxn) -> None:
+            w.txn.put(digest, data, db=self._dbs["blobs"], overwrite=False)
+
+        self._write(body, notify=False)
+        return digest.hex()
+
+    def get_blob(self, digest: str) -> bytes:
+        with self._env.read() as txn:
+            raw = txn.get(_digest_key(digest), db=self._dbs["blobs"])
+        if raw is None:
+            raise NotFoundError(f"blob {digest} not found")
+        return bytes(raw)
+
+    def delete_blob(self, digest: str) -> None:
+        def body(w: WriteTxn) -> None:
+            if not w.txn.delete(_digest_key(digest), db=self._dbs["blobs"]):
+                raise NotFoundError(f"blob {digest} not found")
+
+        self._write(body, notify=False)
+
+    # internals --------------------------------------------------------------
+    def _write(self, body: Callable[[WriteTxn], T], notify: bool = True) -> T:
+        with self._env.write_lock():
+            holder: list[WriteTxn] = []
+
+            def run(txn: lmdb.Transaction) -> T:
+                holder.clear()
+                holder.append(WriteTxn(txn, self._dbs))
+                return body(holder[0])
+
+            result = self._env.write(run)
+            w = holder[0]
+            if notify and (w.changed or w.removed):
+                changed, removed = list(w.changed.values()), list(w.removed)
+                for listener in self._listeners:
+                    try:
+                        listener(changed, removed)
+                    except Exception:
+                        # The write is durable; the index catches up from the store at start.
+                        log.exception("store listener failed after commit seq %d", w.seq)
+            return result
+
+    def _head(self, txn: lmdb.Transaction, cube_id: str, memory_id: str) -> MemoryRecord:
+        raw_key = txn.get(keys.text(memory_id), db=self._dbs["ids"])
+        raw = txn.get(raw_key, db=self._dbs["heads"]) if raw_key else None
+        record = unpack_memory(raw) if raw is not None else None
+        if record is None or record.cube_id != cube_id:
+            if txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is None:
+                raise NotFoundError(f"cube {cube_id} not found")
+            raise NotFoundError(f"memory {memory_id} not found in cube {cube_id}")
+        return record
+
+    def _heads_chunk(self, after: int) -> list[MemoryRecord]:
+        with self._env.read() as txn:
+            cursor = txn.cursor(db=self._dbs["heads"])
+            chunk: list[MemoryRecord] = []
+            if cursor.set_range(keys.u64(after + 1)):
+                for _, raw in cursor:
+                    chunk.append(unpack_memory(raw))
+                    if len(chunk) == SCAN_CHUNK:
+                        break
+        return chunk
+
+    def _check_schema(self) -> None:
+        with self._env.read() as txn:
+            raw = txn.get(b"schema_version", db=self._dbs["meta"])
+        if raw is None:
+            self._env.write(
+                lambda txn: txn.put(
+                    b"schema_version", keys.u64(SCHEMA_VERSION), db=self._dbs["meta"]
+                )
+            )
+            return
+        found = keys.read_u64(raw)
+        if found != SCHEMA_VERSION:
+            raise FailedPreconditionError(
+                f"store at {self.path} has schema version {found}; this memosd reads "
+                f"{SCHEMA_VERSION}"
+            )
+
+
+def _digest_key(digest: str) -> bytes:
+    try:
+        raw = bytes.fromhex(digest)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidArgumentError("digest", "not a sha256 hex digest")
+    return raw
