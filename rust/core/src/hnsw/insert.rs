@@ -1,0 +1,164 @@
+//! Linking nodes into the graph: hnswlib's insertion with its neighbour-selection
+//! heuristic, run for many nodes at once from rayon's threads, and the repair of a
+//! deleted node's neighbourhood before its slot is reused.
+
+use super::graph::{Entry, Graph, MAX_LEVEL};
+use super::search::{with_scratch, Scored, Searcher};
+use rayon::prelude::*;
+
+impl Searcher<'_> {
+    /// hnswlib's heuristic: walk the candidates nearest first and keep one only if it
+    /// is nearer to the base than to every neighbour kept so far. This spreads the
+    /// links in all directions, so fewer hops (and a lower ef) reach the same recall.
+    pub fn select_neighbours(&self, sorted: &[Scored], max: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(max);
+        for c in sorted {
+            if kept.len() >= max {
+                break;
+            }
+            let v = self.graph.vector(c.slot);
+            if kept
+                .iter()
+                .all(|&k| (self.dist)(v, self.graph.vector(k)) >= c.dist)
+            {
+                kept.push(c.slot);
+            }
+        }
+        kept
+    }
+
+    /// Scores `slots` against the vector of `base`, nearest first.
+    fn ranked_around(&self, base: u32, slots: impl Iterator<Item = u32>) -> Vec<Scored> {
+        let v = self.graph.vector(base);
+        let mut out: Vec<Scored> = slots.map(|s| self.score(v, s)).collect();
+        out.sort_unstable();
+        out.dedup_by_key(|s| s.slot);
+        out
+    }
+
+    /// Links the unlinked node `q` (vector and level already stored) into the graph.
+    pub fn insert(&self, q: u32, ef_construction: usize) {
+        let g = self.graph;
+        let query = g.vector(q);
+        let level = g.level(q);
+        let mut entry_lock = g.entry.lock();
+        let Some(entry) = *entry_lock else {
+            *entry_lock = Some(Entry { slot: q, level });
+            return;
+        };
+        // A node that raises the top of the graph keeps the entry locked until it is
+        // linked, so no other insert descends from an entry that is not yet reachable.
+        let raise = (level > entry.level).then_some(entry_lock);
+        let start = self.score(query, entry.slot);
+        let mut cur = self.descend(query, start, entry.level, level);
+        for layer in (0..=level.min(entry.level)).rev() {
+            let found = with_scratch(|s| {
+                self.search_layer(s, query, cur, ef_construction, layer, |n| n != q);
+                s.sorted_results()
+            });
+            let Some(&nearest) = found.first() else {
+                continue;
+            };
+            cur = nearest;
+            let selected = self.select_neighbours(&found, g.m);
+            {
+                let _own = g.locks[q as usize].lock();
+                g.set_neighbours(q, layer, &selected);
+            }
+            for &n in &selected {
+                self.link_back(n, q, layer);
+            }
+        }
+        if let Some(mut lock) = raise {
+            *lock = Some(Entry { slot: q, level });
+        }
+    }
+
+    /// Adds `q` to the list of `n`; a full list is re-selected from its members and `q`.
+    fn link_back(&self, n: u32, q: u32, layer: usize) {
+        let g = self.graph;
+        if layer > g.level(n) {
+            return;
+        }
+        let _lock = g.locks[n as usize].lock();
+        if g.neighbours(n, layer).any(|x| x == q) || g.try_push_neighbour(n, layer, q) {
+            return;
+        }
+        let ranked = self.ranked_around(n, g.neighbours(n, layer).chain([q]));
+        let kept = self.select_neighbours(&ranked, g.capacity(layer));
+        g.set_neighbours(n, layer, &kept);
+    }
+
+    /// Before slot `s` is reused, reconnects each of its neighbours among its other
+    /// neighbours and their own, so routes that went through `s` survive. Slots in
+    /// `excluded` (all slots being reused) are never chosen.
+    pub fn repair_around(&self, s: u32, excluded: &[bool]) {
+        let g = self.graph;
+        for layer in 0..=g.level(s) {
+            let hood: Vec<u32> = g
+                .neighbours(s, layer)
+                .filter(|&n| !excluded[n as usize])
+                .collect();
+            for &n in &hood {
+                if layer > g.level(n) {
+                    continue;
+                }
+                let pool = g
+                    .neighbours(n, layer)
+                    .chain(hood.iter().copied())
+                    .filter(|&c| c != n && c != s && !excluded[c as usize]);
+                let ranked = self.ranked_around(n, pool);
+                let kept = self.select_neighbours(&ranked, g.capacity(layer));
+                g.set_neighbours(n, layer, &kept);
+            }
+        }
+    }
+
+    /// Inserts `slots` in parallel on all cores.
+    pub fn insert_all(&self, slots: &[u32], ef_construction: usize) {
+        slots
+            .par_iter()
+            .with_min_len(8)
+            .for_each(|&q| self.insert(q, ef_construction));
+    }
+}
+
+/// The node on the highest layer among those not `excluded`, to take over as entry.
+pub(crate) fn highest_node(g: &Graph, excluded: &[bool]) -> Option<Entry> {
+    (0..g.slots() as u32)
+        .filter(|&s| !excluded[s as usize])
+        .max_by_key(|&s| g.level(s))
+        .map(|slot| Entry {
+            slot,
+            level: g.level(slot),
+        })
+}
+
+/// Draws a node's top layer: geometric with ratio 1/m, as in the HNSW paper.
+pub(crate) fn draw_level(rng: &mut u64, m: usize) -> usize {
+    let u = (splitmix64(rng) >> 11) as f64 / (1u64 << 53) as f64;
+    let ml = 1.0 / (m as f64).ln();
+    ((-(u.max(f64::MIN_POSITIVE)).ln() * ml) as usize).min(MAX_LEVEL)
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_geometric() {
+        let mut rng = 7;
+        let draws: Vec<usize> = (0..100_000).map(|_| draw_level(&mut rng, 16)).collect();
+        let above0 = draws.iter().filter(|&&l| l > 0).count() as f64 / draws.len() as f64;
+        assert!((above0 - 1.0 / 16.0).abs() < 0.01, "{above0}");
+        assert!(draws.iter().all(|&l| l <= MAX_LEVEL));
+    }
+}

@@ -1,0 +1,197 @@
+//! Graph traversal: the greedy descent through the upper layers and the beam search
+//! of one layer, shared by inserts and queries.
+//!
+//! A layer search takes an `accept` predicate: rejected nodes (deleted, or outside a
+//! filter) are still expanded, so the route through the graph is unchanged, but they
+//! never enter the result set.
+
+use super::distance::DistanceFn;
+use super::graph::Graph;
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+/// A node and its distance to the query; ordered by distance.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scored {
+    pub dist: f32,
+    pub slot: u32,
+}
+
+impl PartialEq for Scored {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.dist
+            .total_cmp(&other.dist)
+            .then(self.slot.cmp(&other.slot))
+    }
+}
+
+/// Per-thread buffers reused by every search on that thread, so a query allocates
+/// nothing. The visited set is epoch-stamped: starting a search bumps the epoch
+/// instead of clearing the array.
+pub(crate) struct Scratch {
+    marks: Vec<u32>,
+    epoch: u32,
+    fresh: Vec<u32>,
+    candidates: BinaryHeap<Reverse<Scored>>,
+    pub results: BinaryHeap<Scored>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch {
+        marks: Vec::new(),
+        epoch: 0,
+        fresh: Vec::new(),
+        candidates: BinaryHeap::new(),
+        results: BinaryHeap::new(),
+    }) };
+}
+
+/// Runs `f` with this thread's scratch buffers (not re-entrant).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+impl Scratch {
+    fn begin(&mut self, slots: usize) {
+        if self.marks.len() < slots {
+            self.marks.resize(slots, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+    }
+
+    /// Marks `slot` visited; `true` if it was not yet.
+    #[inline]
+    fn visit(&mut self, slot: u32) -> bool {
+        let mark = &mut self.marks[slot as usize];
+        let first = *mark != self.epoch;
+        *mark = self.epoch;
+        first
+    }
+
+    /// The results of the last layer search, nearest first.
+    pub fn sorted_results(&mut self) -> Vec<Scored> {
+        std::mem::take(&mut self.results).into_sorted_vec()
+    }
+}
+
+#[inline]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // Fetching the first lines starts the hardware prefetcher on the rest.
+        for offset in (0..v.len().min(64)).step_by(16) {
+            // SAFETY: prefetching is a hint; the address lies inside `v`.
+            unsafe { _mm_prefetch(v.as_ptr().add(offset) as *const i8, _MM_HINT_T0) };
+        }
+    }
+}
+
+/// A graph together with the distance it is searched by.
+#[derive(Clone, Copy)]
+pub(crate) struct Searcher<'a> {
+    pub graph: &'a Graph,
+    pub dist: DistanceFn,
+}
+
+impl Searcher<'_> {
+    #[inline]
+    pub fn score(&self, query: &[f32], slot: u32) -> Scored {
+        Scored {
+            dist: (self.dist)(query, self.graph.vector(slot)),
+            slot,
+        }
+    }
+
+    /// Greedy walk from `start` down to (not into) layer `stop`: on each layer, move to
+    /// the nearest neighbour until none is nearer.
+    pub fn descend(&self, query: &[f32], mut cur: Scored, top: usize, stop: usize) -> Scored {
+        for level in (stop + 1..=top).rev() {
+            loop {
+                let mut moved = false;
+                for n in self.graph.neighbours(cur.slot, level) {
+                    let s = self.score(query, n);
+                    if s.dist < cur.dist {
+                        cur = s;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        cur
+    }
+
+    /// Beam search of width `ef` on `level` from `entry`; the accepted nodes nearest to
+    /// `query` are left in `scratch.results` (a max-heap of at most `ef`).
+    pub fn search_layer(
+        &self,
+        scratch: &mut Scratch,
+        query: &[f32],
+        entry: Scored,
+        ef: usize,
+        level: usize,
+        accept: impl Fn(u32) -> bool,
+    ) {
+        scratch.begin(self.graph.slots());
+        scratch.visit(entry.slot);
+        scratch.candidates.push(Reverse(entry));
+        let mut bound = f32::INFINITY;
+        if accept(entry.slot) {
+            scratch.results.push(entry);
+            bound = entry.dist;
+        }
+        while let Some(Reverse(current)) = scratch.candidates.pop() {
+            if current.dist > bound && scratch.results.len() >= ef {
+                break;
+            }
+            let mut fresh = std::mem::take(&mut scratch.fresh);
+            fresh.clear();
+            fresh.extend(
+                self.graph
+                    .neighbours(current.slot, level)
+                    .filter(|&n| scratch.visit(n)),
+            );
+            if let Some(&first) = fresh.first() {
+                prefetch(self.graph.vector(first));
+            }
+            for (i, &n) in fresh.iter().enumerate() {
+                if let Some(&next) = fresh.get(i + 1) {
+                    prefetch(self.graph.vector(next));
+                }
+                let s = self.score(query, n);
+                if scratch.results.len() < ef || s.dist < bound {
+                    scratch.candidates.push(Reverse(s));
+                    if accept(n) {
+                        scratch.results.push(s);
+                        if scratch.results.len() > ef {
+                            scratch.results.pop();
+                        }
+                        bound = scratch.results.peek().map_or(f32::INFINITY, |w| w.dist);
+                    }
+                }
+            }
+            scratch.fresh = fresh;
+        }
+    }
+}

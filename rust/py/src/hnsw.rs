@@ -1,0 +1,251 @@
+//! Python surface of the HNSW index: `HnswIndex` and `IdFilter`.
+//!
+//! Arrays are checked for dtype and shape here (so the error names what was
+//! expected), copied out of numpy, and every index call runs with the GIL released.
+
+use crate::error::{CoreResult, PyErrWrap};
+use memosd_core::hnsw::{
+    Allowed, HnswIndex as CoreIndex, IdFilter as CoreFilter, Metric, Params, MISSING_ID,
+};
+use memosd_core::Error;
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<HnswIndex>()?;
+    m.add_class::<IdFilter>()?;
+    m.add("MISSING_ID", MISSING_ID)?;
+    Ok(())
+}
+
+/// "float64 (10, 384)" for an array, the type name for anything else.
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match obj.cast::<PyUntypedArray>() {
+        Ok(a) => {
+            let dims: Vec<String> = a.shape().iter().map(|d| d.to_string()).collect();
+            let trail = if dims.len() == 1 { "," } else { "" };
+            format!("{} ({}{trail})", a.dtype(), dims.join(", "))
+        }
+        Err(_) => obj
+            .get_type()
+            .name()
+            .map_or_else(|_| "an object".into(), |n| n.to_string()),
+    }
+}
+
+fn invalid(field: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+    PyErrWrap(Error::invalid(
+        field,
+        format!("expected {expected}, got {}", describe(obj)),
+    ))
+    .into()
+}
+
+/// A 1-D uint64 array, copied.
+fn id_array(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    let arr = obj
+        .cast::<PyArray1<u64>>()
+        .map_err(|_| invalid(field, "uint64 array of shape (n,)", obj))?;
+    let ro = arr.readonly();
+    Ok(match ro.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => ro.as_array().iter().copied().collect(),
+    })
+}
+
+/// A (n, dim) float32 array, copied row-major; returns the values and n.
+fn row_array(field: &str, obj: &Bound<'_, PyAny>, dim: usize) -> PyResult<(Vec<f32>, usize)> {
+    let expected = format!("float32 array of shape (n, {dim})");
+    let arr = obj
+        .cast::<PyArray2<f32>>()
+        .map_err(|_| invalid(field, &expected, obj))?;
+    let shape = arr.shape();
+    if shape[1] != dim {
+        return Err(invalid(field, &expected, obj));
+    }
+    let ro = arr.readonly();
+    let values = match ro.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => ro.as_array().iter().copied().collect(),
+    };
+    Ok((values, shape[0]))
+}
+
+/// Approximate nearest-neighbour index (HNSW). See `_native.pyi` for the contract.
+#[pyclass(frozen, module = "memosd._native")]
+pub struct HnswIndex {
+    inner: RwLock<CoreIndex>,
+}
+
+impl HnswIndex {
+    // A panic cannot happen while the lock is held (no core call panics on user
+    // input), so a poisoned lock still guards a consistent index.
+    fn read(&self) -> RwLockReadGuard<'_, CoreIndex> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, CoreIndex> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dim(&self) -> usize {
+        self.read().params().dim
+    }
+}
+
+#[pymethods]
+impl HnswIndex {
+    #[new]
+    #[pyo3(signature = (dim, metric = "cosine", m = 16, ef_construction = 200, max_elements = 0))]
+    fn new(
+        dim: usize,
+        metric: &str,
+        m: usize,
+        ef_construction: usize,
+        max_elements: usize,
+    ) -> CoreResult<Self> {
+        let params = Params {
+            dim,
+            metric: Metric::parse(metric)?,
+            m,
+            ef_construction,
+        };
+        Ok(HnswIndex {
+            inner: RwLock::new(CoreIndex::new(params, max_elements)?),
+        })
+    }
+
+    fn add(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let ids = id_array("ids", ids)?;
+        let (vectors, rows) = row_array("vectors", vectors, self.dim())?;
+        if rows != ids.len() {
+            let msg = format!("expected {} rows (one per id), got {rows}", ids.len());
+            return Err(PyErrWrap(Error::invalid("vectors", msg)).into());
+        }
+        py.detach(|| self.write().add(&ids, &vectors))
+            .map_err(|e| PyErrWrap(e).into())
+    }
+
+    #[pyo3(signature = (queries, k = 10, ef_search = 64, allowed = None))]
+    #[allow(clippy::type_complexity)]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        k: usize,
+        ef_search: usize,
+        allowed: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
+        let (queries, rows) = row_array("queries", queries, self.dim())?;
+        let filter_obj = allowed.map(|a| a.cast::<IdFilter>().ok().cloned());
+        let ids = match (&filter_obj, allowed) {
+            (Some(None), Some(a)) => Some(
+                id_array("allowed", a)
+                    .map_err(|_| invalid("allowed", "uint64 array of shape (n,) or IdFilter", a))?,
+            ),
+            _ => None,
+        };
+        let restrict = match (&filter_obj, &ids) {
+            (Some(Some(f)), _) => Allowed::Filter(&f.get().inner),
+            (_, Some(ids)) => Allowed::Ids(ids),
+            _ => Allowed::All,
+        };
+        let (found, dists) = py
+            .detach(|| self.read().search(&queries, k, ef_search, restrict))
+            .map_err(PyErrWrap)?;
+        Ok((
+            PyArray1::from_vec(py, found).reshape([rows, k])?,
+            PyArray1::from_vec(py, dists).reshape([rows, k])?,
+        ))
+    }
+
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = id_array("ids", ids)?;
+        Ok(py.detach(|| self.write().delete(&ids)))
+    }
+
+    fn save(&self, py: Python<'_>, path: PathBuf) -> CoreResult<()> {
+        py.detach(|| self.read().save(&path))?;
+        Ok(())
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> CoreResult<Self> {
+        let index = py.detach(|| CoreIndex::load(&path))?;
+        Ok(HnswIndex {
+            inner: RwLock::new(index),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.read().len()
+    }
+
+    fn __contains__(&self, id: u64) -> bool {
+        self.read().contains(id)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.read().memory_bytes()
+    }
+
+    #[getter(dim)]
+    fn get_dim(&self) -> usize {
+        self.dim()
+    }
+
+    #[getter]
+    fn metric(&self) -> &'static str {
+        self.read().params().metric.name()
+    }
+
+    #[getter]
+    fn m(&self) -> usize {
+        self.read().params().m
+    }
+
+    #[getter]
+    fn ef_construction(&self) -> usize {
+        self.read().params().ef_construction
+    }
+
+    fn __repr__(&self) -> String {
+        let index = self.read();
+        let p = index.params();
+        format!(
+            "HnswIndex(dim={}, metric={:?}, m={}, ef_construction={}, len={})",
+            p.dim,
+            p.metric.name(),
+            p.m,
+            p.ef_construction,
+            index.len()
+        )
+    }
+}
+
+/// A reusable set of ids to restrict searches to.
+#[pyclass(frozen, module = "memosd._native")]
+pub struct IdFilter {
+    inner: CoreFilter,
+}
+
+#[pymethods]
+impl IdFilter {
+    #[new]
+    fn new(ids: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(IdFilter {
+            inner: CoreFilter::new(&id_array("ids", ids)?),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.ids().len()
+    }
+}
