@@ -1,0 +1,334 @@
+"""SearchEngine: the vector and lexical indexes of every cube, kept in step with the store.
+
+Contract with the store side (memosd.store and the operation layer):
+- after every committed write the operation layer calls ``apply(heads, removed_keys)``;
+- ``snapshot()`` on graceful shutdown and periodically; ``open()`` at start.
+
+Consistency. The doc table and the BM25 index are rebuilt from the store's
+heads at ``open`` (a read of every head; cheap next to embedding). HNSW graphs
+are expensive to build, so they are loaded from the last snapshot and
+reconciled with the store: ids the store no longer has are deleted, missing
+ones added, and those that changed after the snapshot's seq re-added. A missing
+or corrupt snapshot means a rebuild from the stored vectors. ``apply`` ignores a
+head older than the one it already holds, so a late call never brings back
+stale content, and returned records are re-read from the store, so a hit is
+always the current head.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from memosd.errors import CorruptDataError, MemosError, NotFoundError
+from memosd.search import fusion, manifest
+from memosd.search.doctable import DocTable
+from memosd.search.filter import allowed_mask
+from memosd.search.lexical import LexicalIndex
+from memosd.search.query import SearchQuery
+from memosd.search.vector import CubeVectors
+
+if TYPE_CHECKING:
+    from memosd.embedder import Embedder
+    from memosd.store import MemoryRecord, Store
+
+log = logging.getLogger(__name__)
+
+# HYBRID fuses this many candidates from each ranking (at least top_k).
+HYBRID_CANDIDATES = 50
+_ADD_BATCH = 4096
+
+
+class SearchEngine:
+    def __init__(self, directory: Path, store: Store, embedder: Embedder) -> None:
+        self.directory = Path(directory)
+        self.store = store
+        self.embedder = embedder
+        self._table = DocTable()
+        self._lexical = LexicalIndex()
+        self._cubes: dict[str, CubeVectors] = {}
+        self._saved: dict[str, str] = {}  # cube id -> file stem of its last saved graph
+        self._dirty: set[str] = set()  # cubes whose graph changed since it was saved
+        self._purged: set[int] = set()
+        self._seq = 0  # every store change up to this seq is in the indexes
+        self._lock = threading.Lock()  # doc table and lexical index
+        self._vector_lock = threading.Lock()  # graph writers (searches need no lock)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def open(self) -> None:
+        """Load the snapshot (or rebuild) and catch up with the store."""
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        seq = self.store.seq
+        with self._lock:
+            for rec in self.store.iter_heads():
+                self._lexical.upsert(self._table.put(rec), rec.content)
+        snap = self._read_manifest(seq)
+        changed: set[int] = set()
+        if snap is not None:
+            changed = {key for _, key in self.store.changes_since(snap.seq)}
+            for cube_id, stem in snap.cubes.items():
+                try:
+                    self._cubes[cube_id] = CubeVectors.load(self.directory / stem, self.dim)
+                    self._saved[cube_id] = stem
+                except (OSError, MemosError) as e:
+                    log.warning("search index of cube %s unusable (%s); rebuilding it", cube_id, e)
+        loaded = set(self._cubes)
+        with self._vector_lock:
+            for cube_id in {r.cube_id for r in self._table.records()} | loaded:
+                self._reconcile(cube_id, changed)
+        self._seq = seq
+        log.info(
+            "search index open at seq %d: %d memories, %d cubes (%d graphs loaded, %d rebuilt) "
+            "in %.1fs",
+            seq,
+            len(self._table),
+            len(self._cubes),
+            len(loaded),
+            len(set(self._cubes) - loaded),
+            time.monotonic() - started,
+        )
+
+    def snapshot(self) -> None:
+        """Persist the graphs with the store seq they reflect."""
+        with self._vector_lock:
+            seq = self.store.seq
+            self._catch_up()
+            stems = {}
+            for i, (cube_id, cube) in enumerate(self._cubes.items()):
+                stem = self._saved.get(cube_id)
+                if stem is None or cube_id in self._dirty:
+                    stem = f"s{seq}-{i}"
+                    cube.save(self.directory / stem)
+                stems[cube_id] = stem
+            manifest.write(self.directory, manifest.Manifest(seq=seq, dim=self.dim, cubes=stems))
+            self._saved = stems
+            self._dirty.clear()
+            self._seq = seq
+        log.info("search index snapshot at seq %d (%d cubes)", seq, len(stems))
+
+    @property
+    def dim(self) -> int:
+        return self.embedder.dim
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    # ---------------------------------------------------------------- updates
+
+    def apply(self, records: Sequence[MemoryRecord], removed_keys: Sequence[int] = ()) -> None:
+        """Take committed heads (any state) and purged keys into the indexes."""
+        needs_vector: list[MemoryRecord] = []
+        with self._lock:
+            for key in removed_keys:
+                self._purged.add(key)
+                self._forget(key)
+            for rec in records:
+                if rec.key in self._purged:
+                    continue
+                old = self._table.record(rec.key)
+                if old is not None and old.version > rec.version:
+                    continue  # a later head is already in
+                slot = self._table.put(rec)
+                if old is None or old.content != rec.content:
+                    self._lexical.upsert(slot, rec.content)
+                    needs_vector.append(rec)
+        with self._vector_lock:
+            self._delete_vectors(removed_keys)
+            self._add_vectors(needs_vector)
+
+    def remove_cube(self, cube_id: str) -> None:
+        """Drop every memory of ``cube_id`` from the indexes."""
+        with self._lock:
+            keys = self._table.keys_of_cube(cube_id)
+            self._purged.update(keys)
+            for key in keys:
+                self._forget(key)
+        with self._vector_lock:
+            self._cubes.pop(cube_id, None)
+            self._saved.pop(cube_id, None)
+            self._dirty.discard(cube_id)
+
+    def _forget(self, key: int) -> None:
+        slot = self._table.remove(key)
+        if slot is not None:
+            self._lexical.remove(slot)
+
+    def _delete_vectors(self, keys: Iterable[int]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        for cube_id, cube in self._cubes.items():
+            before = len(cube)
+            cube.delete(keys)
+            if len(cube) != before:
+                self._dirty.add(cube_id)
+
+    def _add_vectors(self, records: Iterable[MemoryRecord]) -> None:
+        """Read the current vectors of ``records`` from the store into their cubes' graphs."""
+        by_cube: dict[str, list[int]] = defaultdict(list)
+        for rec in records:
+            by_cube[rec.cube_id].append(rec.key)
+        for cube_id, keys in by_cube.items():
+            cube = self._cubes.get(cube_id)
+            if cube is None:
+                cube = self._cubes[cube_id] = CubeVectors(self.dim)
+            for start in range(0, len(keys), _ADD_BATCH):
+                found, vectors = self._vectors_of(keys[start : start + _ADD_BATCH])
+                cube.add(found, vectors)
+            self._dirty.add(cube_id)
+
+    def _vectors_of(self, keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        found, rows = [], []
+        for key in keys:
+            vec = self.store.vector(key)
+            if vec is not None:
+                found.append(key)
+                rows.append(vec)
+        if not rows:
+            return [], np.empty((0, self.dim), dtype=np.float32)
+        return found, np.stack(rows).astype(np.float32, copy=False)
+
+    def _catch_up(self) -> None:
+        """Apply every change after ``self._seq`` (idempotent; the caller holds _vector_lock)."""
+        keys = {key for _, key in self.store.changes_since(self._seq)}
+        heads, removed = [], []
+        for key in keys:
+            head = self.store.head_by_key(key)
+            if head is None:
+                removed.append(key)
+            else:
+                heads.append(head)
+        needs_vector = []
+        with self._lock:
+            for key in removed:
+                self._purged.add(key)
+                self._forget(key)
+            for rec in heads:
+                old = self._table.record(rec.key)
+                if old is not None and old.version > rec.version:
+                    continue
+                slot = self._table.put(rec)
+                if old is None or old.content != rec.content:
+                    self._lexical.upsert(slot, rec.content)
+                    needs_vector.append(rec)
+        self._delete_vectors(removed)
+        self._add_vectors(needs_vector)
+
+    def _reconcile(self, cube_id: str, changed: set[int]) -> None:
+        """Make the cube's graph hold exactly the table's keys of that cube, current vectors."""
+        want = set(self._table.keys_of_cube(cube_id))
+        cube = self._cubes.get(cube_id)
+        have = cube.keys if cube is not None else set()
+        stale = have - want
+        if cube is not None and stale:
+            cube.delete(stale)
+        todo = (want - have) | (want & changed)
+        if not want:
+            self._cubes.pop(cube_id, None)
+            return
+        if todo or stale:
+            self._add_vectors(r for k in todo if (r := self._table.record(k)) is not None)
+            self._dirty.add(cube_id)
+
+    def _read_manifest(self, store_seq: int) -> manifest.Manifest | None:
+        try:
+            snap = manifest.read(self.directory)
+        except CorruptDataError as e:
+            log.warning("search index manifest unusable (%s); rebuilding", e)
+            return None
+        if snap is None:
+            log.info("no search index snapshot in %s; building from the store", self.directory)
+            return None
+        if snap.dim != self.dim or snap.seq > store_seq:
+            log.warning(
+                "search index snapshot (dim %d, seq %d) does not fit the store (dim %d, seq %d); "
+                "rebuilding",
+                snap.dim,
+                snap.seq,
+                self.dim,
+                store_seq,
+            )
+            return None
+        return snap
+
+    # ---------------------------------------------------------------- search
+
+    def search(self, query: SearchQuery) -> list[tuple[MemoryRecord, float]]:
+        """The best ``top_k`` current heads for ``query`` with their scores, best first.
+
+        Scores: VECTOR cosine similarity, LEXICAL BM25, HYBRID the fused score.
+        """
+        for cube_id in query.cube_ids:
+            if not self.store.cube_exists(cube_id):
+                raise NotFoundError(f"cube {cube_id} not found")
+        qvec = None
+        if query.mode != "LEXICAL":
+            qvec = self.embedder.encode([query.query])[0]
+        depth = query.top_k
+        if query.mode == "HYBRID":
+            depth = max(HYBRID_CANDIDATES, query.top_k)
+        now = time.time()
+        graphs: list[tuple[CubeVectors, np.ndarray | None]] = []
+        lexical: list[tuple[int, float]] = []
+        with self._lock:
+            cubes = [
+                (c, code) for c in query.cube_ids if (code := self._table.cube_code(c)) is not None
+            ]
+            mask = allowed_mask(self._table, (code for _, code in cubes), query.filter, now)
+            if qvec is not None:
+                for cube_id, code in cubes:
+                    graph = self._cubes.get(cube_id)
+                    if graph is None:
+                        continue
+                    in_cube = mask & (self._table.cube == code)
+                    n = int(np.count_nonzero(in_cube))
+                    if n == 0:
+                        continue
+                    everything = n == self._table.cube_size(code) == len(graph)
+                    graphs.append((graph, None if everything else self._table.keys[in_cube]))
+            if query.mode != "VECTOR":
+                slots, scores = self._lexical.search(query.query, depth, mask)
+                keys = self._table.keys[slots]
+                lexical = [(int(k), float(s)) for k, s in zip(keys, scores, strict=True)]
+        vector: list[tuple[int, float]] = []
+        if qvec is not None:
+            for graph, allowed in graphs:
+                vector.extend(graph.search(qvec, depth, allowed))
+            vector.sort(key=lambda kv: -kv[1])
+            del vector[depth:]
+        if query.mode == "VECTOR":
+            ranked = vector
+        elif query.mode == "LEXICAL":
+            ranked = lexical
+        else:
+            ranked = fusion.fuse(vector, lexical)
+        return self._current_heads(ranked, query, now)
+
+    def _current_heads(
+        self, ranked: list[tuple[int, float]], query: SearchQuery, now: float
+    ) -> list[tuple[MemoryRecord, float]]:
+        """Re-read each hit's head; a head changed since indexing must still pass the filter."""
+        hits = []
+        for key, score in ranked:
+            head = self.store.head_by_key(key)
+            if head is None or head.cube_id not in query.cube_ids:
+                continue
+            if not query.filter.matches(head, now):
+                continue
+            hits.append((head, score))
+            if len(hits) == query.top_k:
+                break
+        return hits

@@ -1,0 +1,127 @@
+"""Search filters, and their evaluation to the set of slots a search may return.
+
+The result is a boolean mask over the doc table's slots. The engine turns it
+into the ``allowed`` id set of the HNSW search and applies it to the BM25
+scores before ranking, so filtering happens inside the index search and never
+costs recall.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from memosd.errors import InvalidArgumentError
+from memosd.search.doctable import STATE_CODE, STATES, DocTable
+
+if TYPE_CHECKING:
+    from memosd.store import MemoryRecord
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What a memory must satisfy to be returned. Empty fields do not restrict.
+
+    Times are epoch seconds; all time bounds are exclusive. Memories whose
+    ``expires_at`` has passed are never returned, whatever the filter says.
+    """
+
+    tags_any: tuple[str, ...] = ()
+    tags_all: tuple[str, ...] = ()
+    states: tuple[str, ...] = ("ACTIVE",)
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    created_after: float | None = None
+    created_before: float | None = None
+    updated_after: float | None = None
+    updated_before: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tags_any", "tags_all", "states"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise InvalidArgumentError(f"filter.{name}", "expected a list of strings")
+            object.__setattr__(self, name, tuple(value))
+        if not self.states:
+            object.__setattr__(self, "states", ("ACTIVE",))
+        for s in self.states:
+            if s not in STATE_CODE:
+                raise InvalidArgumentError(
+                    "filter.states", f"unknown state {s!r}; expected one of {', '.join(STATES)}"
+                )
+        for k, v in self.metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidArgumentError("filter.metadata", "keys and values must be strings")
+        for name in ("created_after", "created_before", "updated_after", "updated_before"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise InvalidArgumentError(f"filter.{name}", f"must be a finite time, got {value}")
+
+    @property
+    def is_default(self) -> bool:
+        """True when only the default state restriction applies."""
+        return (
+            self.states == ("ACTIVE",)
+            and not self.tags_any
+            and not self.tags_all
+            and not self.metadata
+            and self.created_after is None
+            and self.created_before is None
+            and self.updated_after is None
+            and self.updated_before is None
+        )
+
+    def matches(self, rec: MemoryRecord, now: float) -> bool:
+        """Whether one record passes (the per-record form of ``allowed_mask``)."""
+        return (
+            rec.state in self.states
+            and not (rec.expires_at is not None and rec.expires_at <= now)
+            and (not self.tags_any or any(t in rec.tags for t in self.tags_any))
+            and all(t in rec.tags for t in self.tags_all)
+            and all(rec.metadata.get(k) == v for k, v in self.metadata.items())
+            and (self.created_after is None or rec.created_at > self.created_after)
+            and (self.created_before is None or rec.created_at < self.created_before)
+            and (self.updated_after is None or rec.updated_at > self.updated_after)
+            and (self.updated_before is None or rec.updated_at < self.updated_before)
+        )
+
+
+def allowed_mask(
+    table: DocTable, cube_codes: Iterable[int], flt: SearchFilter, now: float
+) -> np.ndarray:
+    """Boolean mask over ``table``'s slots: in one of the cubes, passing ``flt``, unexpired."""
+    codes = list(cube_codes)
+    if len(codes) == 1:
+        mask = table.cube == codes[0]
+    else:
+        mask = np.isin(table.cube, np.asarray(codes, dtype=np.int32))
+    if set(flt.states) != set(STATES):
+        wanted = np.zeros(len(STATES), dtype=bool)
+        wanted[[STATE_CODE[s] for s in flt.states]] = True
+        mask &= wanted[table.state]
+    mask &= table.expires > now
+    if flt.created_after is not None:
+        mask &= table.created > flt.created_after
+    if flt.created_before is not None:
+        mask &= table.created < flt.created_before
+    if flt.updated_after is not None:
+        mask &= table.updated > flt.updated_after
+    if flt.updated_before is not None:
+        mask &= table.updated < flt.updated_before
+    if flt.tags_any:
+        mask &= _slot_mask(table, set().union(*(table.tag_slots(t) for t in flt.tags_any)))
+    for tag in flt.tags_all:
+        mask &= _slot_mask(table, table.tag_slots(tag))
+    for name, value in flt.metadata.items():
+        mask &= _slot_mask(table, table.meta_slots(name, value))
+    return mask
+
+
+def _slot_mask(table: DocTable, slots: set[int]) -> np.ndarray:
+    m = np.zeros(table.capacity, dtype=bool)
+    if slots:
+        m[np.fromiter(slots, dtype=np.int64, count=len(slots))] = True
+    return m

@@ -1,0 +1,54 @@
+"""Fusing the vector and the lexical ranking into one (HYBRID mode).
+
+Two standard methods are implemented; ``fuse`` uses reciprocal-rank fusion.
+
+- ``rrf``: score(d) = sum over rankings of 1 / (RRF_K + rank(d)). It ignores the
+  raw scores, so it needs no calibration between cosine similarity and BM25,
+  whose scales have nothing in common.
+- ``normalized``: each ranking's scores min-max scaled to [0, 1] over its own
+  candidates, then summed with weights.
+
+On LoCoMo (bench/bench_locomo.py, bench/RESULTS.md) both beat VECTOR alone;
+the numbers there back the choice of default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RRF_K = 60.0
+
+Ranking = Sequence[tuple[int, float]]  # (key, score), best first
+
+
+def rrf(rankings: Sequence[Ranking], k: float = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal-rank fusion of rankings; returns (key, fused score), best first."""
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (key, _) in enumerate(ranking):
+            fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank + 1)
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def normalized(
+    rankings: Sequence[Ranking], weights: Sequence[float] | None = None
+) -> list[tuple[int, float]]:
+    """Weighted sum of per-ranking min-max normalised scores, best first."""
+    if weights is None:
+        weights = [1.0] * len(rankings)
+    fused: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        if not ranking:
+            continue
+        scores = [s for _, s in ranking]
+        lo, hi = min(scores), max(scores)
+        span = hi - lo
+        for key, s in ranking:
+            unit = (s - lo) / span if span > 0 else 1.0
+            fused[key] = fused.get(key, 0.0) + weight * unit
+    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def fuse(vector: Ranking, lexical: Ranking) -> list[tuple[int, float]]:
+    """The HYBRID ranking."""
+    return rrf([vector, lexical])

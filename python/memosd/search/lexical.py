@@ -1,0 +1,130 @@
+"""BM25 inverted index over the doc table's slots, updated incrementally.
+
+Tokenizer (kept deliberately simple and language-agnostic apart from the stop
+list): Unicode case-folding, runs of word characters (``\\w+``) as tokens,
+English stop words and one-character tokens dropped, and a trailing plural
+``s`` stripped from tokens longer than three characters (not after ``s``, so
+"class" stays whole). The same tokenizer runs over documents and queries.
+
+Scoring is Okapi BM25 (k1 = 1.2, b = 0.75) with corpus statistics (document
+count, document frequency, average length) over every indexed memory. Postings
+live in dicts for cheap incremental updates; each term's postings are turned
+into NumPy arrays on first use after a change, so a query costs a few
+vectorised operations per query term.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+
+K1 = 1.2
+B = 0.75
+
+_WORD = re.compile(r"\w+")
+# A short English stop list (NLTK's, minus contractions).
+_STOP_LIST = """a about above after again against all am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for from further
+had has have having he her here hers herself him himself his how i if in into is it its itself just
+me more most my myself no nor not now of off on once only or other our ours ourselves out over own
+same she should so some such than that the their theirs them themselves then there these they this
+those through to too under until up very was we were what when where which while who whom why will
+with would you your yours yourself yourselves"""
+STOP_WORDS = frozenset(_STOP_LIST.split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Index terms of ``text``, in order, with repeats."""
+    terms = []
+    for tok in _WORD.findall(text.casefold()):
+        if len(tok) < 2 or tok in STOP_WORDS:
+            continue
+        if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
+            tok = tok[:-1]
+        terms.append(tok)
+    return terms
+
+
+class LexicalIndex:
+    """BM25 over slots. Not thread-safe: the engine serialises writers and readers."""
+
+    def __init__(self) -> None:
+        self._postings: dict[str, dict[int, int]] = {}
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._doc_terms: dict[int, Counter[str]] = {}
+        self._lengths = np.zeros(1024, dtype=np.float32)
+        self._total_length = 0
+
+    def __len__(self) -> int:
+        return len(self._doc_terms)
+
+    def upsert(self, slot: int, text: str) -> None:
+        """Index ``text`` as the document in ``slot``, replacing what was there."""
+        self.remove(slot)
+        terms = Counter(tokenize(text))
+        self._doc_terms[slot] = terms
+        for term, tf in terms.items():
+            self._postings.setdefault(term, {})[slot] = tf
+            self._arrays.pop(term, None)
+        length = sum(terms.values())
+        if slot >= len(self._lengths):
+            grown = np.zeros(max(2 * len(self._lengths), slot + 1), dtype=np.float32)
+            grown[: len(self._lengths)] = self._lengths
+            self._lengths = grown
+        self._lengths[slot] = length
+        self._total_length += length
+
+    def remove(self, slot: int) -> None:
+        terms = self._doc_terms.pop(slot, None)
+        if terms is None:
+            return
+        for term in terms:
+            postings = self._postings[term]
+            del postings[slot]
+            if not postings:
+                del self._postings[term]
+            self._arrays.pop(term, None)
+        self._total_length -= int(self._lengths[slot])
+        self._lengths[slot] = 0
+
+    def search(
+        self, query: str, k: int, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` slots by BM25 (score > 0), best first, limited to ``mask`` if given."""
+        n_docs = len(self._doc_terms)
+        terms = set(tokenize(query))
+        if n_docs == 0 or not terms or k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        avg_len = self._total_length / n_docs
+        scores = np.zeros(len(self._lengths), dtype=np.float32)
+        for term in terms:
+            arrays = self._term_arrays(term)
+            if arrays is None:
+                continue
+            slots, tf = arrays
+            idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
+            norm = K1 * (1.0 - B + B * self._lengths[slots] / avg_len)
+            scores[slots] += idf * tf * (K1 + 1.0) / (tf + norm)
+        if mask is not None:
+            n = min(len(mask), len(scores))
+            scores[:n][~mask[:n]] = 0.0
+            scores[n:] = 0.0
+        hits = np.flatnonzero(scores > 0)
+        if len(hits) > k:
+            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+        hits = hits[np.argsort(-scores[hits], kind="stable")]
+        return hits, scores[hits]
+
+    def _term_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        arrays = self._arrays.get(term)
+        if arrays is None:
+            postings = self._postings.get(term)
+            if postings is None:
+                return None
+            slots = np.fromiter(postings.keys(), dtype=np.int64, count=len(postings))
+            tf = np.fromiter(postings.values(), dtype=np.float32, count=len(postings))
+            arrays = self._arrays[term] = (slots, tf)
+        return arrays

@@ -1,0 +1,91 @@
+"""Vector search: one HNSW graph (``memosd._native.HnswIndex``, cosine) per cube.
+
+A graph per cube keeps the common query, one cube with the default filter,
+free of any ``allowed`` set: when every vector of the cube passes the filter
+the search runs unrestricted. Dropping a cube drops its graph.
+
+Snapshots: each cube's graph is saved as ``<name>.hnsw`` with the list of its
+keys beside it (``<name>.keys.npy``), so that loading can reconcile the graph
+with the store by set difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from memosd.errors import CorruptDataError
+
+if TYPE_CHECKING:
+    from memosd._native import HnswIndex
+
+M = 16
+EF_CONSTRUCTION = 200
+MIN_EF_SEARCH = 64
+NO_ID = np.uint64(2**64 - 1)
+
+
+class CubeVectors:
+    """The graph of one cube and the keys it holds."""
+
+    def __init__(self, dim: int, index: HnswIndex | None = None, keys: Iterable[int] = ()) -> None:
+        from memosd._native import HnswIndex  # the native module loads on first use
+
+        self.dim = dim
+        self.index = index if index is not None else HnswIndex(dim, "cosine", M, EF_CONSTRUCTION)
+        self.keys: set[int] = set(keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, keys: list[int], vectors: np.ndarray) -> None:
+        """Add or replace vectors (rows of ``vectors``, float32 (n, dim))."""
+        if not keys:
+            return
+        self.index.add(np.asarray(keys, dtype=np.uint64), np.ascontiguousarray(vectors))
+        self.keys.update(keys)
+
+    def delete(self, keys: Iterable[int]) -> None:
+        present = [k for k in keys if k in self.keys]
+        if present:
+            self.index.delete(np.asarray(present, dtype=np.uint64))
+            self.keys.difference_update(present)
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> list[tuple[int, float]]:
+        """(key, cosine similarity) of the nearest ``k``, best first."""
+        if not self.keys or k <= 0:
+            return []
+        k = min(k, len(self.keys))
+        ids, dist = self.index.search(
+            query.reshape(1, -1), k=k, ef_search=max(MIN_EF_SEARCH, k), allowed=allowed
+        )
+        return [
+            (int(i), 1.0 - float(d)) for i, d in zip(ids[0], dist[0], strict=True) if i != NO_ID
+        ]
+
+    def save(self, stem: Path) -> list[Path]:
+        """Write ``stem.hnsw`` and ``stem.keys.npy``; returns the files written."""
+        graph = stem.with_suffix(".hnsw")
+        keys = stem.with_suffix(".keys.npy")
+        self.index.save(str(graph))
+        np.save(keys, np.fromiter(self.keys, dtype=np.uint64, count=len(self.keys)))
+        return [graph, keys]
+
+    @classmethod
+    def load(cls, stem: Path, dim: int) -> CubeVectors:
+        """Read a graph saved by ``save``; CorruptDataError if it does not match."""
+        try:
+            keys = np.load(stem.with_suffix(".keys.npy"), allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise CorruptDataError(f"{stem}.keys.npy: {e}") from e
+        from memosd._native import HnswIndex
+
+        index = HnswIndex.load(str(stem.with_suffix(".hnsw")))
+        if len(index) != len(keys):
+            raise CorruptDataError(f"{stem}: graph holds {len(index)} ids, key list {len(keys)}")
+        return cls(dim, index, (int(k) for k in keys))

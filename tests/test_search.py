@@ -1,0 +1,274 @@
+"""SearchEngine over a real LMDB store and real HNSW graphs.
+
+Vectors here come from a deterministic bag-of-words hashing embedder, so the
+engine's logic (filters inside the index, freshness, snapshots, catch-up) is
+tested without loading torch; tests/test_embedder.py covers the real model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from memosd.errors import InvalidArgumentError, NotFoundError
+from memosd.search import SearchEngine, SearchFilter, SearchQuery
+from memosd.search.lexical import tokenize
+from memosd.store import MemoryDraft, MemoryRecord, Store
+
+DIM = 64
+
+
+class HashingEmbedder:
+    """Sum of one fixed random unit vector per token: texts sharing words are close."""
+
+    dim = DIM
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for tok in tokenize(text) or ["<empty>"]:
+                seed = int.from_bytes(hashlib.sha256(tok.encode()).digest()[:8], "little")
+                out[i] += np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+            out[i] /= np.linalg.norm(out[i])
+        return out
+
+
+class World:
+    """A store wired to an engine the way the daemon wires them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.embedder = HashingEmbedder()
+        self.store = Store(root / "store")
+        self.engine = self._engine()
+
+    def _engine(self) -> SearchEngine:
+        engine = SearchEngine(self.root / "index", self.store, self.embedder)  # type: ignore[arg-type]
+        engine.open()
+        self.store.subscribe(engine.apply)
+        return engine
+
+    def reopen(self, snapshot: bool = True) -> None:
+        if snapshot:
+            self.engine.snapshot()
+        self.store.close()
+        self.store = Store(self.root / "store")
+        self.engine = self._engine()
+
+    def cube(self, name: str) -> str:
+        return self.store.create_cube(name, time.time()).id
+
+    def add(self, cube_id: str, texts: Sequence[str], **draft: object) -> list[MemoryRecord]:
+        drafts = [MemoryDraft(content=t, **draft) for t in texts]  # type: ignore[arg-type]
+        return self.store.add_memories(cube_id, drafts, self.embedder.encode(texts), time.time())
+
+    def update(self, rec: MemoryRecord, **changes: object) -> MemoryRecord:
+        content = changes.get("content")
+        vector = None if content is None else self.embedder.encode([str(content)])[0]
+        return self.store.commit_version(
+            rec.cube_id,
+            rec.id,
+            lambda head, _read: dataclasses.replace(head, **changes),
+            time.time(),
+            vector=vector,
+        )
+
+    def search(self, cube_ids: Sequence[str] | str, query: str, **kw: object) -> list[str]:
+        if isinstance(cube_ids, str):
+            cube_ids = [cube_ids]
+        hits = self.engine.search(SearchQuery(tuple(cube_ids), query, **kw))  # type: ignore[arg-type]
+        return [rec.content for rec, _ in hits]
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+FRUIT = [
+    "apples are red and sweet",
+    "bananas are yellow and long",
+    "a cherry is small and red",
+    "grapes grow in bunches on vines",
+    "lemons are sour and yellow",
+]
+
+
+@pytest.mark.parametrize("mode", ["VECTOR", "LEXICAL", "HYBRID"])
+def test_every_mode_finds_the_matching_memory(world: World, mode: str) -> None:
+    cube = world.cube("fruit")
+    world.add(cube, FRUIT)
+    assert world.search(cube, "grapes vines", mode=mode, top_k=1) == [FRUIT[3]]
+    assert len(world.search(cube, "yellow", mode=mode, top_k=10)) >= 2
+
+
+def test_scores_are_ordered_and_records_complete(world: World) -> None:
+    cube = world.cube("fruit")
+    added = world.add(cube, FRUIT, tags=("food",))
+    hits = world.engine.search(SearchQuery((cube,), "red sweet apples", top_k=3))
+    scores = [s for _, s in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert hits[0][0] == added[0]
+
+
+def test_search_spans_cubes_and_isolates_them(world: World) -> None:
+    a, b = world.cube("a"), world.cube("b")
+    world.add(a, ["the red apple"])
+    world.add(b, ["the red cherry"])
+    for mode in ("VECTOR", "LEXICAL", "HYBRID"):
+        assert world.search(a, "red", mode=mode) == ["the red apple"]
+        assert sorted(world.search([a, b], "red", mode=mode)) == ["the red apple", "the red cherry"]
+
+
+def test_filters_apply_inside_the_index(world: World) -> None:
+    cube = world.cube("c")
+    # 300 near-identical decoys and one match far from the query: a post-filter
+    # over the top candidates would lose it; an in-index filter must not.
+    world.add(cube, [f"red apple number {i}" for i in range(300)], tags=("decoy",))
+    world.add(cube, ["green pear"], tags=("keep", "fruit"), metadata={"kind": "pear"})
+    for mode in ("VECTOR", "HYBRID"):
+        assert world.search(
+            cube, "red apple", mode=mode, filter=SearchFilter(tags_any=("keep",))
+        ) == ["green pear"]
+    flt = SearchFilter(tags_all=("keep", "fruit"), metadata={"kind": "pear"})
+    assert world.search(cube, "pear", mode="LEXICAL", filter=flt) == ["green pear"]
+    assert world.search(cube, "pear", filter=SearchFilter(metadata={"kind": "apple"})) == []
+    assert world.search(cube, "pear", filter=SearchFilter(tags_all=("keep", "decoy"))) == []
+
+
+def test_state_and_time_filters(world: World) -> None:
+    cube = world.cube("c")
+    old, new = world.add(cube, ["old red note", "new red note"])
+    t = time.time()
+    world.update(old, state="ARCHIVED")
+    assert world.search(cube, "red note") == ["new red note"]
+    assert world.search(cube, "red note", filter=SearchFilter(states=("ARCHIVED",))) == [
+        "old red note"
+    ]
+    both = SearchFilter(states=("ACTIVE", "ARCHIVED"))
+    assert sorted(world.search(cube, "red note", filter=both)) == ["new red note", "old red note"]
+    assert world.search(
+        cube, "red", filter=SearchFilter(states=("ACTIVE", "ARCHIVED"), updated_after=t)
+    ) == ["old red note"]
+    assert world.search(cube, "red", filter=SearchFilter(created_before=new.created_at)) == []
+    assert world.search(cube, "red", filter=SearchFilter(created_after=t)) == []
+
+
+def test_expired_memories_are_never_returned(world: World) -> None:
+    cube = world.cube("c")
+    world.add(cube, ["short lived red note"], expires_at=time.time() + 0.3)
+    world.add(cube, ["lasting red note"])
+    assert len(world.search(cube, "red note")) == 2
+    time.sleep(0.35)  # expired, not yet swept: still ACTIVE in the store
+    for mode in ("VECTOR", "LEXICAL", "HYBRID"):
+        assert world.search(cube, "short lived red note", mode=mode) == ["lasting red note"]
+        everything = SearchFilter(states=("ACTIVE", "EXPIRED"))
+        assert world.search(cube, "short lived red note", mode=mode, filter=everything) == [
+            "lasting red note"
+        ]
+
+
+def test_updates_deletes_and_purges_are_never_stale(world: World) -> None:
+    cube = world.cube("c")
+    rec, keep = world.add(cube, ["the blue whale", "a blue bird"])
+    world.update(rec, content="the grey elephant")
+    for mode in ("VECTOR", "LEXICAL", "HYBRID"):
+        assert world.search(cube, "whale", mode=mode, top_k=5) != ["the blue whale"]
+        assert "the grey elephant" in world.search(cube, "grey elephant", mode=mode)
+    world.update(keep, state="DELETED")
+    assert (
+        world.search(cube, "blue bird") == ["the grey elephant"]
+        or world.search(cube, "blue bird", mode="LEXICAL") == []
+    )
+    assert "a blue bird" not in world.search(cube, "blue bird", mode="VECTOR")
+    world.store.purge(cube, rec.id)
+    assert world.search(cube, "grey elephant", filter=SearchFilter(states=tuple(["ACTIVE"]))) == []
+    assert len(world.engine) == 1
+
+
+def test_stale_apply_is_ignored(world: World) -> None:
+    cube = world.cube("c")
+    (v1,) = world.add(cube, ["first words"])
+    world.update(v1, content="second words")
+    world.engine.apply([v1])  # a late call with the older head
+    assert world.search(cube, "first", mode="LEXICAL") == []
+    assert world.search(cube, "second", mode="LEXICAL") == ["second words"]
+    world.store.purge(cube, v1.id)
+    world.engine.apply([v1])
+    assert len(world.engine) == 0
+
+
+def test_remove_cube(world: World) -> None:
+    a, b = world.cube("a"), world.cube("b")
+    world.add(a, ["red apple"])
+    world.add(b, ["red cherry"])
+    world.store.delete_cube(a)
+    world.engine.remove_cube(a)
+    with pytest.raises(NotFoundError):
+        world.search(a, "red")
+    assert world.search(b, "red") == ["red cherry"]
+
+
+def test_snapshot_round_trip_and_catch_up(world: World) -> None:
+    cube = world.cube("c")
+    recs = world.add(cube, [f"memory about topic {i} and color {i % 7}" for i in range(200)])
+    before = {m: world.search(cube, "topic 17 color 3", mode=m) for m in ("VECTOR", "LEXICAL")}
+    world.engine.snapshot()
+    # Changes after the snapshot, made while no engine listens (as after a crash).
+    world.store._listeners.clear()
+    world.update(recs[0], content="brand new text about zebras")
+    world.store.purge(cube, recs[1].id)
+    world.add(cube, ["late arrival about giraffes"])
+    world.reopen(snapshot=False)
+    assert world.search(cube, "zebras", top_k=1) == ["brand new text about zebras"]
+    assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["late arrival about giraffes"]
+    assert len(world.engine) == 200
+    after = {m: world.search(cube, "topic 17 color 3", mode=m) for m in ("VECTOR", "LEXICAL")}
+    assert after["LEXICAL"] == before["LEXICAL"]
+    assert after["VECTOR"][:3] == before["VECTOR"][:3]
+
+
+@pytest.mark.parametrize("damage", ["manifest", "graph", "missing"])
+def test_corrupt_or_missing_snapshot_rebuilds(world: World, damage: str) -> None:
+    cube = world.cube("c")
+    world.add(cube, ["alpha beta", "gamma delta", "epsilon zeta"])
+    world.engine.snapshot()
+    index = world.root / "index"
+    if damage == "manifest":
+        (index / "manifest.json").write_text("{not json")
+    elif damage == "graph":
+        graph = next(index.glob("*.hnsw"))
+        graph.write_bytes(graph.read_bytes()[:40])
+    else:
+        for p in index.iterdir():
+            p.unlink()
+    world.reopen(snapshot=False)
+    assert world.search(cube, "gamma delta", mode="VECTOR", top_k=1) == ["gamma delta"]
+
+
+def test_bad_queries_name_the_field() -> None:
+    cases = [
+        (dict(cube_ids=(), query="q"), "cube_ids"),
+        (dict(cube_ids=("c",), query="  "), "query"),
+        (dict(cube_ids=("c",), query="q", top_k=0), "top_k"),
+        (dict(cube_ids=("c",), query="q", mode="FUZZY"), "mode"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(InvalidArgumentError) as e:
+            SearchQuery(**kwargs)  # type: ignore[arg-type]
+        assert e.value.field == field
+    with pytest.raises(InvalidArgumentError) as e:
+        SearchFilter(states=("SLEEPING",))
+    assert e.value.field == "filter.states"
+
+
+def test_unknown_cube_is_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError):
+        world.search("nope", "anything")
