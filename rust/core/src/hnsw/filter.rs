@@ -5,7 +5,7 @@
 //! of it before finding `k` allowed nodes, so the search scans the allowed vectors
 //! exactly instead; recall then holds at any selectivity.
 
-use super::search::{Scored, Searcher};
+use super::search::{Query, Scored, Searcher};
 use parking_lot::Mutex;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -42,10 +42,10 @@ impl AllowedSlots {
     }
 
     /// Exact search over the allowed vectors: the `k` nearest, nearest first.
-    pub(crate) fn scan(&self, searcher: &Searcher<'_>, query: &[f32], k: usize) -> Vec<Scored> {
+    pub(crate) fn scan(&self, searcher: &Searcher<'_>, query: &Query<'_>, k: usize) -> Vec<Scored> {
         let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
         for &slot in &self.slots {
-            let s = searcher.score(query, slot);
+            let s = searcher.exact(query, slot);
             if best.len() < k {
                 best.push(s);
             } else if best.peek().is_some_and(|w| s < *w) {

@@ -7,6 +7,7 @@
 //! racing a writer may see a mix of old and new entries, but every entry is always
 //! a valid slot, so traversal stays memory-safe and only its route changes.
 
+use super::quant::{self, Coded};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -27,6 +28,10 @@ pub(crate) struct Graph {
     /// Maximum neighbours per node on layer 0 (`2 * M`, as in hnswlib).
     pub m0: usize,
     pub vectors: Vec<f32>,
+    /// int8 codes of `vectors` (`dim` per slot), with per-slot scale and squared norm.
+    pub codes: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub norms2: Vec<f32>,
     /// Per slot a block of `m0 + 1` words: the count, then the neighbours.
     pub links0: Vec<AtomicU32>,
     /// Per slot `level` blocks of `m + 1` words for layers 1..=level.
@@ -44,6 +49,9 @@ impl Graph {
             m,
             m0: 2 * m,
             vectors: Vec::new(),
+            codes: Vec::new(),
+            scales: Vec::new(),
+            norms2: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
             levels: Vec::new(),
@@ -59,6 +67,9 @@ impl Graph {
 
     pub fn reserve(&mut self, extra: usize) {
         self.vectors.reserve(extra * self.dim);
+        self.codes.reserve(extra * self.dim);
+        self.scales.reserve(extra);
+        self.norms2.reserve(extra);
         self.links0.reserve(extra * (self.m0 + 1));
         self.upper.reserve(extra);
         self.levels.reserve(extra);
@@ -69,6 +80,9 @@ impl Graph {
     pub fn push(&mut self, vector: &[f32], level: usize) -> u32 {
         let slot = self.levels.len() as u32;
         self.vectors.extend_from_slice(vector);
+        let (scale, norm2) = quant::encode(vector, &mut self.codes);
+        self.scales.push(scale);
+        self.norms2.push(norm2);
         self.links0.extend((0..=self.m0).map(|_| AtomicU32::new(0)));
         self.upper.push(Self::upper_block(level, self.m));
         self.levels.push(level as u8);
@@ -85,6 +99,9 @@ impl Graph {
     pub fn reset(&mut self, slot: u32, vector: &[f32]) {
         let s = slot as usize;
         self.vectors[s * self.dim..(s + 1) * self.dim].copy_from_slice(vector);
+        let mut code = Vec::with_capacity(self.dim);
+        (self.scales[s], self.norms2[s]) = quant::encode(vector, &mut code);
+        self.codes[s * self.dim..(s + 1) * self.dim].copy_from_slice(&code);
         for level in 0..=self.level(slot) {
             self.list(slot, level)[0].store(0, Relaxed);
         }
@@ -94,6 +111,28 @@ impl Graph {
     pub fn vector(&self, slot: u32) -> &[f32] {
         let s = slot as usize;
         &self.vectors[s * self.dim..(s + 1) * self.dim]
+    }
+
+    #[inline]
+    pub fn coded(&self, slot: u32) -> Coded<'_> {
+        let s = slot as usize;
+        Coded {
+            code: &self.codes[s * self.dim..(s + 1) * self.dim],
+            scale: self.scales[s],
+            norm2: self.norms2[s],
+        }
+    }
+
+    /// Rebuilds the codes from the vectors (after loading, which stores only the latter).
+    pub fn encode_all(&mut self) {
+        self.codes.clear();
+        self.scales.clear();
+        self.norms2.clear();
+        for v in self.vectors.chunks_exact(self.dim) {
+            let (scale, norm2) = quant::encode(v, &mut self.codes);
+            self.scales.push(scale);
+            self.norms2.push(norm2);
+        }
     }
 
     #[inline]
@@ -165,6 +204,8 @@ impl Graph {
     pub fn memory_bytes(&self) -> usize {
         let upper: usize = self.upper.iter().map(|b| b.len() * 4 + 16).sum();
         self.vectors.capacity() * 4
+            + self.codes.capacity()
+            + (self.scales.capacity() + self.norms2.capacity()) * 4
             + self.links0.capacity() * 4
             + upper
             + self.levels.capacity()

@@ -16,11 +16,7 @@ impl Searcher<'_> {
             if kept.len() >= max {
                 break;
             }
-            let v = self.graph.vector(c.slot);
-            if kept
-                .iter()
-                .all(|&k| (self.dist)(v, self.graph.vector(k)) >= c.dist)
-            {
+            if kept.iter().all(|&k| self.between(c.slot, k) >= c.dist) {
                 kept.push(c.slot);
             }
         }
@@ -29,8 +25,8 @@ impl Searcher<'_> {
 
     /// Scores `slots` against the vector of `base`, nearest first.
     fn ranked_around(&self, base: u32, slots: impl Iterator<Item = u32>) -> Vec<Scored> {
-        let v = self.graph.vector(base);
-        let mut out: Vec<Scored> = slots.map(|s| self.score(v, s)).collect();
+        let base = self.node(base);
+        let mut out: Vec<Scored> = slots.map(|s| self.score(&base, s)).collect();
         out.sort_unstable();
         out.dedup_by_key(|s| s.slot);
         out
@@ -39,7 +35,7 @@ impl Searcher<'_> {
     /// Links the unlinked node `q` (vector and level already stored) into the graph.
     pub fn insert(&self, q: u32, ef_construction: usize) {
         let g = self.graph;
-        let query = g.vector(q);
+        let query = self.node(q);
         let level = g.level(q);
         let mut entry_lock = g.entry.lock();
         let Some(entry) = *entry_lock else {
@@ -49,11 +45,11 @@ impl Searcher<'_> {
         // A node that raises the top of the graph keeps the entry locked until it is
         // linked, so no other insert descends from an entry that is not yet reachable.
         let raise = (level > entry.level).then_some(entry_lock);
-        let start = self.score(query, entry.slot);
-        let mut cur = self.descend(query, start, entry.level, level);
+        let start = self.score(&query, entry.slot);
+        let mut cur = self.descend(&query, start, entry.level, level);
         for layer in (0..=level.min(entry.level)).rev() {
             let found = with_scratch(|s| {
-                self.search_layer(s, query, cur, ef_construction, layer, |n| n != q);
+                self.search_layer(s, &query, cur, ef_construction, layer, |n| n != q);
                 s.sorted_results()
             });
             let Some(&nearest) = found.first() else {

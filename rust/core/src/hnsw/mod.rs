@@ -14,6 +14,7 @@ mod graph;
 mod ids;
 mod insert;
 mod persist;
+mod quant;
 mod search;
 
 pub use distance::Metric;
@@ -24,7 +25,7 @@ use distance::DistanceFn;
 use graph::Graph;
 use ids::IdMap;
 use rayon::prelude::*;
-use search::{with_scratch, Scored, Searcher};
+use search::{with_scratch, Query, QueryCode, Scored, Searcher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The id reported where fewer than `k` results exist.
@@ -77,6 +78,7 @@ impl Params {
 pub struct HnswIndex {
     params: Params,
     dist: DistanceFn,
+    code_dot: quant::CodeDotFn,
     graph: Graph,
     /// Slot -> external id (meaningless for deleted slots).
     ids: Vec<u64>,
@@ -103,6 +105,7 @@ impl HnswIndex {
         HnswIndex {
             params,
             dist: params.metric.kernel(),
+            code_dot: quant::code_dot_kernel(),
             graph: Graph::new(params.dim, params.m),
             ids: Vec::new(),
             deleted: Vec::new(),
@@ -143,7 +146,9 @@ impl HnswIndex {
     fn searcher(&self) -> Searcher<'_> {
         Searcher {
             graph: &self.graph,
-            dist: self.dist,
+            metric: self.params.metric,
+            exact: self.dist,
+            code_dot: self.code_dot,
         }
     }
 
@@ -332,6 +337,8 @@ impl HnswIndex {
             .as_ref()
             .is_some_and(|f| f.prefer_scan(self.len(), ef, self.graph.m0));
         let one = |q: &[f32]| -> Vec<Scored> {
+            let code = QueryCode::new(q);
+            let q = &code.query(q);
             match &filter {
                 Some(f) if scan => f.scan(&self.searcher(), q, k),
                 Some(f) => self.search_graph(q, k, ef, |s| f.contains(s)),
@@ -357,7 +364,7 @@ impl HnswIndex {
 
     fn search_graph(
         &self,
-        q: &[f32],
+        q: &Query<'_>,
         k: usize,
         ef: usize,
         accept: impl Fn(u32) -> bool,
@@ -369,9 +376,8 @@ impl HnswIndex {
         let start = searcher.descend(q, searcher.score(q, entry.slot), entry.level, 0);
         with_scratch(|s| {
             searcher.search_layer(s, q, start, ef, 0, accept);
-            let mut found = s.sorted_results();
-            found.truncate(k);
-            found
+            let found: Vec<Scored> = s.results.drain().collect();
+            searcher.rerank(q, &found, k)
         })
     }
 }

@@ -142,6 +142,7 @@ impl HnswIndex {
         }
         let g = &mut self.graph;
         g.vectors = r.f32s(slots * dim)?;
+        g.encode_all();
         g.links0 = r.lists(slots * (g.m0 + 1), g.m0 + 1, slots)?;
         for &level in &levels {
             g.upper

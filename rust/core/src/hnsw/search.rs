@@ -5,8 +5,9 @@
 //! filter) are still expanded, so the route through the graph is unchanged, but they
 //! never enter the result set.
 
-use super::distance::DistanceFn;
+use super::distance::{DistanceFn, Metric};
 use super::graph::Graph;
+use super::quant::{self, approx_distance, CodeDotFn, Coded};
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -88,42 +89,121 @@ impl Scratch {
 
     /// The results of the last layer search, nearest first.
     pub fn sorted_results(&mut self) -> Vec<Scored> {
-        std::mem::take(&mut self.results).into_sorted_vec()
+        let mut out: Vec<Scored> = self.results.drain().collect();
+        out.sort_unstable();
+        out
     }
 }
 
 #[inline]
-fn prefetch(v: &[f32]) {
+fn prefetch(code: &[i8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // Fetching the first lines starts the hardware prefetcher on the rest.
-        for offset in (0..v.len().min(64)).step_by(16) {
-            // SAFETY: prefetching is a hint; the address lies inside `v`.
-            unsafe { _mm_prefetch(v.as_ptr().add(offset) as *const i8, _MM_HINT_T0) };
+        // The whole code row: a few cache lines, fetched while the previous one is scored.
+        for offset in (0..code.len()).step_by(64) {
+            // SAFETY: prefetching is a hint; the address lies inside `code`.
+            unsafe { _mm_prefetch(code.as_ptr().add(offset), _MM_HINT_T0) };
         }
     }
 }
 
-/// A graph together with the distance it is searched by.
+/// What a search is looking for: the f32 vector (for exact re-ranking) and its codes
+/// (for traversal). Stored nodes borrow theirs from the graph.
+pub(crate) struct Query<'a> {
+    pub vector: &'a [f32],
+    pub coded: Coded<'a>,
+}
+
+/// Codes owned by an external query.
+pub(crate) struct QueryCode {
+    code: Vec<i8>,
+    scale: f32,
+    norm2: f32,
+}
+
+impl QueryCode {
+    pub fn new(vector: &[f32]) -> Self {
+        let mut code = Vec::with_capacity(vector.len());
+        let (scale, norm2) = quant::encode(vector, &mut code);
+        QueryCode { code, scale, norm2 }
+    }
+
+    pub fn query<'a>(&'a self, vector: &'a [f32]) -> Query<'a> {
+        Query {
+            vector,
+            coded: Coded {
+                code: &self.code,
+                scale: self.scale,
+                norm2: self.norm2,
+            },
+        }
+    }
+}
+
+/// A graph together with the distances it is searched by.
 #[derive(Clone, Copy)]
 pub(crate) struct Searcher<'a> {
     pub graph: &'a Graph,
-    pub dist: DistanceFn,
+    pub metric: Metric,
+    pub exact: DistanceFn,
+    pub code_dot: CodeDotFn,
 }
 
 impl Searcher<'_> {
+    /// A stored node as a query (for inserting it).
+    pub fn node(&self, slot: u32) -> Query<'_> {
+        Query {
+            vector: self.graph.vector(slot),
+            coded: self.graph.coded(slot),
+        }
+    }
+
+    /// Approximate (quantised) distance from `query` to `slot`.
     #[inline]
-    pub fn score(&self, query: &[f32], slot: u32) -> Scored {
+    pub fn score(&self, query: &Query<'_>, slot: u32) -> Scored {
         Scored {
-            dist: (self.dist)(query, self.graph.vector(slot)),
+            dist: approx_distance(
+                self.metric,
+                self.code_dot,
+                query.coded,
+                self.graph.coded(slot),
+            ),
             slot,
         }
     }
 
+    /// Approximate distance between two stored nodes.
+    #[inline]
+    pub fn between(&self, a: u32, b: u32) -> f32 {
+        approx_distance(
+            self.metric,
+            self.code_dot,
+            self.graph.coded(a),
+            self.graph.coded(b),
+        )
+    }
+
+    /// Exact f32 distance from `query` to `slot`.
+    #[inline]
+    pub fn exact(&self, query: &Query<'_>, slot: u32) -> Scored {
+        Scored {
+            dist: (self.exact)(query.vector, self.graph.vector(slot)),
+            slot,
+        }
+    }
+
+    /// Re-scores `found` exactly and returns the nearest `k`, nearest first.
+    pub fn rerank(&self, query: &Query<'_>, found: &[Scored], k: usize) -> Vec<Scored> {
+        let mut exact: Vec<Scored> = found.iter().map(|s| self.exact(query, s.slot)).collect();
+        exact.sort_unstable();
+        exact.truncate(k);
+        exact
+    }
+
     /// Greedy walk from `start` down to (not into) layer `stop`: on each layer, move to
     /// the nearest neighbour until none is nearer.
-    pub fn descend(&self, query: &[f32], mut cur: Scored, top: usize, stop: usize) -> Scored {
+    pub fn descend(&self, query: &Query<'_>, mut cur: Scored, top: usize, stop: usize) -> Scored {
         for level in (stop + 1..=top).rev() {
             loop {
                 let mut moved = false;
@@ -147,7 +227,7 @@ impl Searcher<'_> {
     pub fn search_layer(
         &self,
         scratch: &mut Scratch,
-        query: &[f32],
+        query: &Query<'_>,
         entry: Scored,
         ef: usize,
         level: usize,
@@ -173,11 +253,11 @@ impl Searcher<'_> {
                     .filter(|&n| scratch.visit(n)),
             );
             if let Some(&first) = fresh.first() {
-                prefetch(self.graph.vector(first));
+                prefetch(self.graph.coded(first).code);
             }
             for (i, &n) in fresh.iter().enumerate() {
                 if let Some(&next) = fresh.get(i + 1) {
-                    prefetch(self.graph.vector(next));
+                    prefetch(self.graph.coded(next).code);
                 }
                 let s = self.score(query, n);
                 if scratch.results.len() < ef || s.dist < bound {
