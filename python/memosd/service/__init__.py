@@ -1,0 +1,1 @@
+"""The service layer: thin gRPC servicers translating proto messages to operations."""

@@ -1,0 +1,88 @@
+"""proto <-> domain conversions of the service layer."""
+
+from __future__ import annotations
+
+from memosd.errors import InvalidArgumentError
+from memosd.search import SearchFilter
+from memosd.store import CubeRecord, MemoryRecord
+from memosd.v1 import types_pb2
+
+MODE_NAMES = {
+    types_pb2.SEARCH_MODE_UNSPECIFIED: "HYBRID",
+    types_pb2.SEARCH_MODE_VECTOR: "VECTOR",
+    types_pb2.SEARCH_MODE_LEXICAL: "LEXICAL",
+    types_pb2.SEARCH_MODE_HYBRID: "HYBRID",
+}
+
+
+def enum_name(enum: object, prefix: str, value: int, field: str) -> str:
+    """``MEMORY_STATE_ACTIVE`` -> ``"ACTIVE"``; unknown or UNSPECIFIED values name the field."""
+    try:
+        name: str = enum.Name(value)  # type: ignore[attr-defined]
+    except ValueError:
+        raise InvalidArgumentError(field, f"unknown value {value}") from None
+    if name.endswith("_UNSPECIFIED"):
+        raise InvalidArgumentError(field, "must be set")
+    return name.removeprefix(prefix)
+
+
+def state_name(value: int, field: str) -> str:
+    return enum_name(types_pb2.MemoryState, "MEMORY_STATE_", value, field)
+
+
+def mode_name(value: int) -> str:
+    if value not in MODE_NAMES:
+        raise InvalidArgumentError("mode", f"unknown search mode {value}")
+    return MODE_NAMES[value]
+
+
+def cube(record: CubeRecord) -> types_pb2.Cube:
+    return types_pb2.Cube(
+        id=record.id,
+        name=record.name,
+        created_at=record.created_at,
+        memory_count=record.memory_count,
+    )
+
+
+def memory(record: MemoryRecord) -> types_pb2.Memory:
+    message = types_pb2.Memory(
+        id=record.id,
+        cube_id=record.cube_id,
+        type=types_pb2.MemoryType.Value("MEMORY_TYPE_" + record.type),
+        content=record.content,
+        version=record.version,
+        state=types_pb2.MemoryState.Value("MEMORY_STATE_" + record.state),
+        tags=record.tags,
+        metadata=record.metadata,
+        priority=record.priority,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        source=record.source,
+        lineage=[
+            types_pb2.MemoryRef(memory_id=r.memory_id, version=r.version) for r in record.lineage
+        ],
+        access_count=record.access_count,
+        change_kind=types_pb2.ChangeKind.Value("CHANGE_KIND_" + record.change_kind),
+    )
+    if record.expires_at is not None:
+        message.expires_at = record.expires_at
+    if record.last_access_at is not None:
+        message.last_access_at = record.last_access_at
+    return message
+
+
+def memory_filter(message: types_pb2.MemoryFilter) -> SearchFilter:
+    def optional(name: str) -> float | None:
+        return getattr(message, name) if message.HasField(name) else None
+
+    return SearchFilter(
+        tags_any=tuple(message.tags_any),
+        tags_all=tuple(message.tags_all),
+        states=tuple(state_name(s, f"filter.states[{i}]") for i, s in enumerate(message.states)),
+        metadata=dict(message.metadata),
+        created_after=optional("created_after"),
+        created_before=optional("created_before"),
+        updated_after=optional("updated_after"),
+        updated_before=optional("updated_before"),
+    )
