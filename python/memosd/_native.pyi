@@ -1,11 +1,13 @@
 """Type stub of ``memosd._native``, the Rust extension (rust/py). Hand-written;
 ``python -m mypy.stubtest memosd._native`` checks it against the built module."""
 
+from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Final, final
+from typing import Any, Final, final
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer
 
 __all__: list[str] = []
 
@@ -100,3 +102,117 @@ class HnswIndex:
     def __contains__(self, id: int, /) -> bool: ...
 
 # ---- KV packing and paging (rust/core/src/kv, rust/py/src/kv.rs) -------------
+
+# ---- KV pages and the page pool (issue 4) ------------------------------------
+# Tensors are buffer-protocol objects (numpy arrays, bytes, memoryviews), C-contiguous,
+# of shape `shape` given in `layout` order: a permutation of the axes L (layer),
+# H (KV head), S (token), D (head dim), e.g. "LHSD". dtype: "f32", "f16" or "bf16"
+# (bf16 travels as uint16 bits). encoding: "raw" (as is) or "int8" (per-channel
+# scales). Unpacked arrays are float32, float16, or uint16 for bf16.
+
+__all__ += [
+    "KvPageHeader",
+    "KvPagePool",
+    "kv_pack",
+    "kv_page_header",
+    "kv_unpack",
+    "kv_verify_page",
+]
+
+def kv_pack(
+    keys: Buffer,
+    values: Buffer,
+    *,
+    layout: str,
+    dtype: str,
+    shape: Sequence[int],
+    tokens_per_page: int,
+    encoding: str = "raw",
+    sequence_id: int = 0,
+) -> list[bytes]:
+    """Packs keys and values into pages of `tokens_per_page` tokens (the last holds the rest)."""
+
+def kv_unpack(
+    pages: Sequence[Buffer], layout: str | None = None
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """Unpacks the pages of one sequence, in order, into (keys, values) in `layout`
+    (default: the pages' own). CorruptDataError for damaged or truncated pages;
+    InvalidArgumentError("pages") for missing, reordered or foreign pages."""
+
+def kv_page_header(page: Buffer) -> KvPageHeader:
+    """Decodes a page header (checked against its own checksum) without reading the payload."""
+
+def kv_verify_page(page: Buffer) -> KvPageHeader:
+    """Checks a whole page, header and payload."""
+
+@final
+class KvPageHeader:
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def shape(self) -> list[int]:
+        """This page's block, in its layout's order."""
+    @property
+    def token_start(self) -> int: ...
+    @property
+    def token_count(self) -> int: ...
+    @property
+    def total_tokens(self) -> int: ...
+    @property
+    def sequence_id(self) -> int: ...
+    @property
+    def page_len(self) -> int: ...
+
+@final
+class KvPagePool:
+    """Pages under string keys within a RAM budget. Least recently used pages leave RAM;
+    one not yet persisted is first written with `put_blob(bytes) -> digest`; pages come
+    back on demand with `get_blob(digest) -> bytes` and are verified before use."""
+
+    def __new__(
+        cls,
+        budget_bytes: int,
+        put_blob: Callable[[bytes], str],
+        get_blob: Callable[[str], bytes],
+    ) -> KvPagePool: ...
+    @property
+    def budget_bytes(self) -> int: ...
+    def set_budget(self, budget_bytes: int) -> None: ...
+    @property
+    def resident_bytes(self) -> int: ...
+    @property
+    def resident_pages(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: str, /) -> bool: ...
+    def is_resident(self, key: str) -> bool: ...
+    def pack(
+        self,
+        prefix: str,
+        keys: Buffer,
+        values: Buffer,
+        *,
+        layout: str,
+        dtype: str,
+        shape: Sequence[int],
+        tokens_per_page: int,
+        encoding: str = "raw",
+        sequence_id: int = 0,
+    ) -> list[str]:
+        """Packs into pages stored under f"{prefix}/{i}"; returns those keys."""
+    def insert(self, key: str, page: Buffer) -> None: ...
+    def register(self, key: str, digest: str) -> None:
+        """Records that `key`'s page is in the blob table under `digest` (not loaded)."""
+    def get(self, key: str) -> bytes: ...
+    def persist(self, key: str) -> str:
+        """Writes the page to the blob table unless it is there already; returns its digest."""
+    def digest(self, key: str) -> str | None: ...
+    def remove(self, key: str) -> bool: ...
+    def unpack(
+        self, keys: Sequence[str], layout: str | None = None
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]: ...
+    def stats(self) -> dict[str, int]:
+        """hits, loads, spills, evictions, resident_bytes, resident_pages, pages."""
