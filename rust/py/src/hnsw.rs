@@ -49,10 +49,7 @@ fn id_array(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         .cast::<PyArray1<u64>>()
         .map_err(|_| invalid(field, "uint64 array of shape (n,)", obj))?;
     let ro = arr.readonly();
-    Ok(match ro.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => ro.as_array().iter().copied().collect(),
-    })
+    Ok(ro.as_array().iter().copied().collect())
 }
 
 /// A (n, dim) float32 array, copied row-major; returns the values and n.
@@ -66,9 +63,10 @@ fn row_array(field: &str, obj: &Bound<'_, PyAny>, dim: usize) -> PyResult<(Vec<f
         return Err(invalid(field, &expected, obj));
     }
     let ro = arr.readonly();
+    // `as_slice` would also accept Fortran order, whose memory is not row-major.
     let values = match ro.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => ro.as_array().iter().copied().collect(),
+        Ok(s) if arr.is_c_contiguous() => s.to_vec(),
+        _ => ro.as_array().iter().copied().collect(),
     };
     Ok((values, shape[0]))
 }
