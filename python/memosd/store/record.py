@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import msgpack
@@ -75,8 +75,12 @@ class MemoryRecord:
         return self.expires_at is not None and self.expires_at <= now
 
 
+_MEMORY_FIELDS = tuple(f.name for f in fields(MemoryRecord))
+
+
 def pack_memory(record: MemoryRecord) -> bytes:
-    data = asdict(record)
+    # Field by field rather than dataclasses.asdict, which deep-copies (ingest hot path).
+    data = {name: getattr(record, name) for name in _MEMORY_FIELDS}
     data["tags"] = list(record.tags)
     data["lineage"] = [[ref.memory_id, ref.version] for ref in record.lineage]
     return msgpack.packb(data, use_bin_type=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import uuid
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +112,7 @@ class Store:
         def body(w: WriteTxn) -> CubeRecord:
             if w.txn.get(keys.text(name), db=self._dbs["cube_names"]) is not None:
                 raise AlreadyExistsError(f"a cube named {name!r} exists")
-            cube = CubeRecord(id=uuid.uuid4().hex, name=name, created_at=now)
+            cube = CubeRecord(id=new_id(), name=name, created_at=now)
             w.put_cube(cube)
             w.txn.put(keys.text(name), keys.text(cube.id), db=self._dbs["cube_names"])
             w.audit("CREATE_CUBE", cube.id, None, None, None)
@@ -173,10 +173,10 @@ class Store:
         def body(w: WriteTxn) -> list[MemoryRecord]:
             cube = w.cube(cube_id)
             records = []
-            for i, draft in enumerate(drafts):
+            for i, (key, draft) in enumerate(zip(w.next_keys(len(drafts)), drafts, strict=True)):
                 record = MemoryRecord(
-                    key=w.next_key(),
-                    id=uuid.uuid4().hex,
+                    key=key,
+                    id=new_id(),
                     cube_id=cube_id,
                     type=draft.type,
                     content=draft.content,
@@ -486,6 +486,11 @@ class Store:
                 f"store at {self.path} has schema version {found}; this memosd reads "
                 f"{SCHEMA_VERSION}"
             )
+
+
+def new_id() -> str:
+    """A public cube or memory id: 128 random bits as 32 lowercase hex characters."""
+    return os.urandom(16).hex()
 
 
 def _digest_key(digest: str) -> bytes:

@@ -44,10 +44,11 @@ class WriteTxn:
         raw = self.txn.get(name, db=self.dbs["meta"])
         return keys.read_u64(raw) if raw else 0
 
-    def next_key(self) -> int:
-        key = self.read_counter(b"next_key") + 1
-        self.txn.put(b"next_key", keys.u64(key), db=self.dbs["meta"])
-        return key
+    def next_keys(self, count: int) -> range:
+        """``count`` fresh memory keys (never reused)."""
+        first = self.read_counter(b"next_key") + 1
+        self.txn.put(b"next_key", keys.u64(first + count - 1), db=self.dbs["meta"])
+        return range(first, first + count)
 
     # cubes ----------------------------------------------------------------
     def cube(self, cube_id: str) -> CubeRecord:
