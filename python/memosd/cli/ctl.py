@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         label = code.name if code is not None else "ERROR"
         print(f"memosctl: {label}: {exc}", file=sys.stderr)
         return 1
-    _print(result, args.json)
+    try:
+        _print(result, args.json)
+    except BrokenPipeError:
+        # The reader (``| head``) went away; say nothing more, and let the exit flush fail quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
