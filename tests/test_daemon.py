@@ -60,6 +60,7 @@ def test_stats(client: Client, cube: str) -> None:
     client.add(cube, ["one", "two"])
     stats = client.stats()
     assert stats["memories"] >= 2 and stats["cubes"] >= 1 and stats["store_seq"] > 0
+    assert stats["indexed_memories"] == stats["memories"]
 
 
 # ---- cubes ----------------------------------------------------------------------

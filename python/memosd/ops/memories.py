@@ -165,18 +165,23 @@ class Memories:
         """Soft delete (a DELETED version; deleting twice changes nothing), or purge for
         good (returns None). FROZEN memories refuse both."""
         self._check_ids(cube_id, memory_id)
-        head = self._store.get(cube_id, memory_id)
-        if head.state == "FROZEN":
-            raise FailedPreconditionError(f"memory {memory_id} is FROZEN; unfreeze it to delete it")
+
+        def refuse_frozen(head: MemoryRecord) -> None:
+            if head.state == "FROZEN":
+                raise FailedPreconditionError(
+                    f"memory {memory_id} is FROZEN; unfreeze it to delete it"
+                )
+
         if purge:
-            self._store.purge(cube_id, memory_id)
+            self._store.purge(cube_id, memory_id, refuse_frozen)
             return None
+        head = self._store.get(cube_id, memory_id)
+        refuse_frozen(head)
         if head.state == "DELETED":
             return head
 
         def change(current: MemoryRecord, _: Callable[[int], MemoryRecord]) -> MemoryRecord:
-            if current.state == "FROZEN":
-                raise FailedPreconditionError(f"memory {memory_id} is FROZEN")
+            refuse_frozen(current)
             return dataclasses.replace(current, state="DELETED", change_kind="DELETE")
 
         return self._store.commit_version(cube_id, memory_id, change, self._clock())

@@ -28,6 +28,7 @@ class AdminServicer(Servicer, pb_grpc.AdminServiceServicer):
             store_used_bytes=stats.used_bytes,
             store_map_bytes=stats.map_bytes,
             data_dir=str(self.runtime.config.data_dir),
+            indexed_memories=len(self.runtime.engine),
         )
 
 

@@ -239,11 +239,21 @@ class Store:
 
         return self._write(body)
 
-    def purge(self, cube_id: str, memory_id: str) -> MemoryRecord:
-        """Remove a memory with its history and vector; returns the removed head."""
+    def purge(
+        self,
+        cube_id: str,
+        memory_id: str,
+        check: Callable[[MemoryRecord], None] | None = None,
+    ) -> MemoryRecord:
+        """Remove a memory with its history and vector; returns the removed head.
+
+        ``check(head)`` may raise to refuse, inside the transaction.
+        """
 
         def body(w: WriteTxn) -> MemoryRecord:
             head = w.head(cube_id, memory_id)
+            if check is not None:
+                check(head)
             w.purge(head)
             cube = w.cube(cube_id)
             w.put_cube(dataclasses.replace(cube, memory_count=cube.memory_count - 1))

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmemosd/v1/admin_service.proto\x12\tmemosd.v1\"\x11\n\x0fGetStatsRequest\"\xc6\x01\n\x10GetStatsResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x63ubes\x18\x03 \x01(\x04\x12\x10\n\x08memories\x18\x04 \x01(\x04\x12\x10\n\x08versions\x18\x05 \x01(\x04\x12\x11\n\tstore_seq\x18\x06 \x01(\x04\x12\x18\n\x10store_used_bytes\x18\x07 \x01(\x04\x12\x17\n\x0fstore_map_bytes\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x61ta_dir\x18\t \x01(\t2S\n\x0c\x41\x64minService\x12\x43\n\x08GetStats\x12\x1a.memosd.v1.GetStatsRequest\x1a\x1b.memosd.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmemosd/v1/admin_service.proto\x12\tmemosd.v1\"\x11\n\x0fGetStatsRequest\"\xe0\x01\n\x10GetStatsResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x02 \x01(\x01\x12\r\n\x05\x63ubes\x18\x03 \x01(\x04\x12\x10\n\x08memories\x18\x04 \x01(\x04\x12\x10\n\x08versions\x18\x05 \x01(\x04\x12\x11\n\tstore_seq\x18\x06 \x01(\x04\x12\x18\n\x10store_used_bytes\x18\x07 \x01(\x04\x12\x17\n\x0fstore_map_bytes\x18\x08 \x01(\x04\x12\x10\n\x08\x64\x61ta_dir\x18\t \x01(\t\x12\x18\n\x10indexed_memories\x18\n \x01(\x04\x32S\n\x0c\x41\x64minService\x12\x43\n\x08GetStats\x12\x1a.memosd.v1.GetStatsRequest\x1a\x1b.memosd.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=44
   _globals['_GETSTATSREQUEST']._serialized_end=61
   _globals['_GETSTATSRESPONSE']._serialized_start=64
-  _globals['_GETSTATSRESPONSE']._serialized_end=262
-  _globals['_ADMINSERVICE']._serialized_start=264
-  _globals['_ADMINSERVICE']._serialized_end=347
+  _globals['_GETSTATSRESPONSE']._serialized_end=288
+  _globals['_ADMINSERVICE']._serialized_start=290
+  _globals['_ADMINSERVICE']._serialized_end=373
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,7 @@ class GetStatsResponse(_message.Message):
     STORE_USED_BYTES_FIELD_NUMBER: _builtins.int
     STORE_MAP_BYTES_FIELD_NUMBER: _builtins.int
     DATA_DIR_FIELD_NUMBER: _builtins.int
+    INDEXED_MEMORIES_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     uptime_seconds: _builtins.float
     cubes: _builtins.int
@@ -57,6 +58,8 @@ class GetStatsResponse(_message.Message):
     """Bytes in use in the LMDB map and its current size."""
     store_map_bytes: _builtins.int
     data_dir: _builtins.str
+    indexed_memories: _builtins.int
+    """Memories held by the search index (any state; purged ones excluded)."""
     def __init__(
         self,
         *,
@@ -69,10 +72,11 @@ class GetStatsResponse(_message.Message):
         store_used_bytes: _builtins.int = ...,
         store_map_bytes: _builtins.int = ...,
         data_dir: _builtins.str = ...,
+        indexed_memories: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cubes", b"cubes", "data_dir", b"data_dir", "memories", b"memories", "store_map_bytes", b"store_map_bytes", "store_seq", b"store_seq", "store_used_bytes", b"store_used_bytes", "uptime_seconds", b"uptime_seconds", "version", b"version", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cubes", b"cubes", "data_dir", b"data_dir", "indexed_memories", b"indexed_memories", "memories", b"memories", "store_map_bytes", b"store_map_bytes", "store_seq", b"store_seq", "store_used_bytes", b"store_used_bytes", "uptime_seconds", b"uptime_seconds", "version", b"version", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
