@@ -153,7 +153,7 @@ def test_add_batch_is_all_or_nothing(client: Client, cube: str) -> None:
     assert info.value.field == "memories"
     with pytest.raises(ResourceExhaustedError):
         client.add(cube, ["x"] * 1001)
-    assert client.list(cube).memories == []
+    assert client.list_memories(cube).memories == []
 
 
 def test_get_unhappy(client: Client, cube: str) -> None:
@@ -270,7 +270,7 @@ def test_purge_removes_for_good(client: Client, cube: str) -> None:
     for mode in ("VECTOR", "LEXICAL", "HYBRID"):
         hits = client.search([cube], "purple elephant parade", mode=mode, filter=states)
         assert mid not in {h.memory.id for h in hits}
-    assert [m.id for m in client.list(cube).memories] == [keep]
+    assert [m.id for m in client.list_memories(cube).memories] == [keep]
     with pytest.raises(NotFoundError):
         client.delete(cube, mid)
 
@@ -346,7 +346,7 @@ def test_list_pages_in_order_with_filters(client: Client, cube: str) -> None:
     )
     seen, token, pages = [], "", 0
     while True:
-        page = client.list(cube, page_size=5, page_token=token)
+        page = client.list_memories(cube, page_size=5, page_token=token)
         seen += [m.id for m in page.memories]
         pages += 1
         if not page.next_page_token:
@@ -357,30 +357,30 @@ def test_list_pages_in_order_with_filters(client: Client, cube: str) -> None:
     assert [m.id for m in evens] == ids[::2]
     client.update(cube, ids[0], state="ARCHIVED")
     assert ids[0] not in {m.id for m in client.iter_memories(cube)}
-    archived = client.list(cube, filter=MemoryFilter(states=["ARCHIVED"])).memories
+    archived = client.list_memories(cube, filter=MemoryFilter(states=["ARCHIVED"])).memories
     assert [m.id for m in archived] == [ids[0]]
 
 
 def test_list_unhappy(client: Client, cube: str) -> None:
     other = client.create_cube("list other").id
     client.add(cube, ["a", "b", "c"])
-    token = client.list(cube, page_size=1).next_page_token
+    token = client.list_memories(cube, page_size=1).next_page_token
     assert token
     for bad in ("garbage!", "AAAA", token[:-3]):
         with pytest.raises(InvalidArgumentError) as info:
-            client.list(cube, page_token=bad)
+            client.list_memories(cube, page_token=bad)
         assert info.value.field == "page_token"
     with pytest.raises(InvalidArgumentError) as info:
-        client.list(other, page_token=token)
+        client.list_memories(other, page_token=token)
     assert info.value.field == "page_token"
     with pytest.raises(InvalidArgumentError) as info:
-        client.list(cube, page_size=100_000)
+        client.list_memories(cube, page_size=100_000)
     assert info.value.field == "page_size"
     with pytest.raises(InvalidArgumentError) as info:
-        client.list(cube, filter=MemoryFilter(states=["BOGUS"]))
+        client.list_memories(cube, filter=MemoryFilter(states=["BOGUS"]))
     assert info.value.field == "filter.states"
     with pytest.raises(NotFoundError):
-        client.list(MISSING)
+        client.list_memories(MISSING)
 
 
 # ---- concurrency -----------------------------------------------------------------

@@ -174,7 +174,7 @@ class Client:
         reply = self._call(self._memories.SearchMemories, request)
         return [Hit(memory_from(h.memory), h.score) for h in reply.hits]
 
-    def list(
+    def list_memories(
         self,
         cube_id: str,
         *,
@@ -198,7 +198,7 @@ class Client:
         """Every memory of a cube passing ``filter``, page by page."""
         token = ""
         while True:
-            page = self.list(cube_id, page_size=page_size, page_token=token, filter=filter)
+            page = self.list_memories(cube_id, page_size=page_size, page_token=token, filter=filter)
             yield from page.memories
             if not page.next_page_token:
                 return

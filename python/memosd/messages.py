@@ -147,7 +147,9 @@ def filter_message(flt: MemoryFilter | None) -> types_pb2.MemoryFilter:
         return message
     message.tags_any.extend(flt.tags_any)
     message.tags_all.extend(flt.tags_all)
-    message.states.extend(state_value(s, "filter.states") for s in flt.states)
+    message.states.extend(
+        types_pb2.MemoryState.ValueType(state_value(s, "filter.states")) for s in flt.states
+    )
     message.metadata.update(flt.metadata)
     for name in ("created_after", "created_before", "updated_after", "updated_before"):
         value = getattr(flt, name)

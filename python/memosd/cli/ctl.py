@@ -108,7 +108,7 @@ def _list(client: Client, args: argparse.Namespace) -> Any:
     cube = _cube(client, args.cube)
     if args.all:
         return list(client.iter_memories(cube, filter=_filter(args)))
-    page = client.list(
+    page = client.list_memories(
         cube, page_size=args.page_size, page_token=args.page_token, filter=_filter(args)
     )
     if not args.json and page.next_page_token:

@@ -7,7 +7,7 @@ from memosd.search import SearchFilter
 from memosd.store import CubeRecord, MemoryRecord
 from memosd.v1 import types_pb2
 
-MODE_NAMES = {
+MODE_NAMES: dict[int, str] = {
     types_pb2.SEARCH_MODE_UNSPECIFIED: "HYBRID",
     types_pb2.SEARCH_MODE_VECTOR: "VECTOR",
     types_pb2.SEARCH_MODE_LEXICAL: "LEXICAL",
@@ -73,16 +73,13 @@ def memory(record: MemoryRecord) -> types_pb2.Memory:
 
 
 def memory_filter(message: types_pb2.MemoryFilter) -> SearchFilter:
-    def optional(name: str) -> float | None:
-        return getattr(message, name) if message.HasField(name) else None
-
     return SearchFilter(
         tags_any=tuple(message.tags_any),
         tags_all=tuple(message.tags_all),
         states=tuple(state_name(s, f"filter.states[{i}]") for i, s in enumerate(message.states)),
         metadata=dict(message.metadata),
-        created_after=optional("created_after"),
-        created_before=optional("created_before"),
-        updated_after=optional("updated_after"),
-        updated_before=optional("updated_before"),
+        created_after=message.created_after if message.HasField("created_after") else None,
+        created_before=message.created_before if message.HasField("created_before") else None,
+        updated_after=message.updated_after if message.HasField("updated_after") else None,
+        updated_before=message.updated_before if message.HasField("updated_before") else None,
     )

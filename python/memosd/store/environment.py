@@ -122,7 +122,7 @@ class Environment:
         self.path = path
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
+    def read(self) -> Iterator[lmdb.Transaction[bytes]]:
         with self._gate.shared():
             try:
                 with self._env.begin(buffers=False) as txn:
@@ -136,7 +136,7 @@ class Environment:
         with self._write_lock:
             yield
 
-    def write(self, body: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, body: Callable[[lmdb.Transaction[bytes]], T]) -> T:
         """Run ``body`` in one write transaction and commit it; all or nothing."""
         with self._write_lock:
             self._grow_if_nearly_full()

@@ -31,6 +31,7 @@ import numpy as np
 
 from memosd.errors import (
     AlreadyExistsError,
+    CorruptDataError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -150,7 +151,9 @@ class Store:
                         break
                     member_keys.append(keys.member_key(raw_key))
             for key in member_keys:
-                w.purge(unpack_memory(w.txn.get(keys.u64(key), db=self._dbs["heads"])))
+                w.purge(
+                    unpack_memory(_present(w.txn.get(keys.u64(key), db=self._dbs["heads"]), key))
+                )
             w.txn.delete(keys.text(cube_id), db=self._dbs["cubes"])
             w.txn.delete(keys.text(cube.name), db=self._dbs["cube_names"])
             w.audit("DELETE_CUBE", cube_id, None, None, None)
@@ -273,7 +276,7 @@ class Store:
                 due.append(keys.member_key(raw_key))
             expired = []
             for key in due:
-                head = unpack_memory(w.txn.get(keys.u64(key), db=self._dbs["heads"]))
+                head = unpack_memory(_present(w.txn.get(keys.u64(key), db=self._dbs["heads"]), key))
                 new = dataclasses.replace(
                     head,
                     version=head.version + 1,
@@ -359,7 +362,7 @@ class Store:
                 if len(page) == limit:
                     return page, last
                 key = keys.member_key(raw_key)
-                record = unpack_memory(txn.get(keys.u64(key), db=heads_db))
+                record = unpack_memory(_present(txn.get(keys.u64(key), db=heads_db), key))
                 last = key
                 if accept(record):
                     page.append(record)
@@ -442,7 +445,7 @@ class Store:
         with self._env.write_lock():
             holder: list[WriteTxn] = []
 
-            def run(txn: lmdb.Transaction) -> T:
+            def run(txn: lmdb.Transaction[bytes]) -> T:
                 holder.clear()
                 holder.append(WriteTxn(txn, self._dbs))
                 return body(holder[0])
@@ -459,7 +462,7 @@ class Store:
                         log.exception("store listener failed after commit seq %d", w.seq)
             return result
 
-    def _head(self, txn: lmdb.Transaction, cube_id: str, memory_id: str) -> MemoryRecord:
+    def _head(self, txn: lmdb.Transaction[bytes], cube_id: str, memory_id: str) -> MemoryRecord:
         raw_key = txn.get(keys.text(memory_id), db=self._dbs["ids"])
         raw = txn.get(raw_key, db=self._dbs["heads"]) if raw_key else None
         record = unpack_memory(raw) if raw is not None else None
@@ -496,6 +499,13 @@ class Store:
                 f"store at {self.path} has schema version {found}; this memosd reads "
                 f"{SCHEMA_VERSION}"
             )
+
+
+def _present(raw: bytes | None, key: int) -> bytes:
+    """The head an index entry points at; its absence means the store is inconsistent."""
+    if raw is None:
+        raise CorruptDataError(f"memory key {key} is indexed but has no head")
+    return raw
 
 
 def new_id() -> str:

@@ -30,7 +30,7 @@ EXPIRABLE = frozenset({"ACTIVE", "ARCHIVED"})
 
 
 class WriteTxn:
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
         self.txn = txn
         self.dbs = dbs
         self.seq = self.read_counter(b"seq") + 1
