@@ -18,8 +18,11 @@ READY = re.compile(r"memosd ready on (\S+):(\d+) \(data dir ")
 class DaemonProcess:
     """``memosd serve`` on a free port with its own data directory; stderr goes to a file."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0"
+    ) -> None:
         self.data_dir = data_dir
+        self.listen = listen
         self.log_path = data_dir.parent / f"{data_dir.name}-daemon.log"
         self.extra_env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
@@ -40,7 +43,7 @@ class DaemonProcess:
                     "--data-dir",
                     str(self.data_dir),
                     "--listen",
-                    "127.0.0.1:0",
+                    self.listen,
                 ],
                 stdout=log,
                 stderr=log,

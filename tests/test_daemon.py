@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from daemon_process import DaemonProcess
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from memosd.client import Client
@@ -54,6 +55,16 @@ def test_health_and_reflection(daemon) -> None:
         )
         names = {s.name for s in answer.list_services_response.service}
     assert {"memosd.v1.CubeService", "memosd.v1.MemoryService", "memosd.v1.AdminService"} <= names
+
+
+def test_a_second_daemon_cannot_share_the_data_dir(daemon) -> None:
+    with pytest.raises(RuntimeError, match="is in use by another memosd process"):
+        DaemonProcess(daemon.data_dir).start()
+
+
+def test_a_second_daemon_cannot_share_the_port(daemon, tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="cannot listen on"):
+        DaemonProcess(tmp_path / "data", listen=daemon.address).start()
 
 
 def test_stats(client: Client, cube: str) -> None:

@@ -36,10 +36,11 @@ async def serve(config: Config) -> None:
     runtime = await asyncio.to_thread(Runtime, config)
     executor = ThreadPoolExecutor(config.server.max_workers, thread_name_prefix="memosd-op")
     try:
+        server, health_servicer = await _build_server(config, runtime, executor)
+        # Bind before the slow model load, so that a taken port fails at once.
+        port = _bind(server, config.listen)
         if config.embedder.preload:
             await loop.run_in_executor(executor, runtime.embedder.load)
-        server, health_servicer = await _build_server(config, runtime, executor)
-        port = _bind(server, config.listen)
         await server.start()
         host = config.listen.rsplit(":", 1)[0]
         log.info("memosd ready on %s:%d (data dir %s)", host, port, config.data_dir)
@@ -65,6 +66,8 @@ async def _build_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # A second daemon on the same port must fail, not share the traffic.
+            ("grpc.so_reuseport", 0),
         ]
     )
     names = [register(server, runtime, executor) for register in REGISTRATIONS]
