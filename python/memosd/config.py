@@ -75,7 +75,17 @@ class ServerConfig:
 
 @dataclass
 class ModelConfig:
-    """The hosted model (activation and parametric memory); settings arrive with them."""
+    """The hosted model (activation memory; parametric memory later)."""
+
+    enabled: bool = True
+    path: str = ""
+    dtype: str = "float32"
+    preload: bool = False
+    threads: int = 0
+    tokens_per_page: int = 256
+    int8: bool = False
+    pool_budget_mib: int = 512
+    stale: str = "rebuild"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from memosd.ops.access import AccessTracker
 from memosd.ops.cubes import Cubes
 from memosd.ops.lifecycle import Sweeper
 from memosd.ops.memories import Memories
+from memosd.ops.model import ModelOps
 from memosd.ops.search import Search
 from memosd.search import SearchEngine
 from memosd.store import Store
@@ -39,6 +40,7 @@ class Runtime:
         self.cubes = Cubes(self.store, self.engine)
         self.memories = Memories(self.store, self.embedder, config.limits)
         self.search = Search(self.store, self.engine, self.access, config.limits)
+        self.model = ModelOps(config, self.store, self.search)
         self.sweeper = Sweeper(self.store, config.lifecycle.sweep_batch)
 
     def snapshot(self) -> None:

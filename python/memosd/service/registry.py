@@ -13,7 +13,7 @@ from concurrent.futures import Executor
 import grpc
 
 from memosd.ops.runtime import Runtime
-from memosd.service import admin, cube, memory
+from memosd.service import activation, admin, cube, generate, memory
 
 Registration = Callable[[grpc.aio.Server, Runtime, Executor], str]
 
@@ -21,4 +21,6 @@ REGISTRATIONS: list[Registration] = [
     cube.register,
     memory.register,
     admin.register,
+    activation.register,
+    generate.register,
 ]
