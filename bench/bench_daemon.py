@@ -25,6 +25,7 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -74,6 +75,20 @@ def memory_text(turns: list[dict], n: int) -> str:
     phrasing = PHRASINGS[(n // len(turns)) % len(PHRASINGS)]
     meta = turn["metadata"]
     return phrasing.format(text=turn["content"], speaker=meta["speaker"], date=meta["session_date"])
+
+
+def base_vectors(embedder: Embedder, texts: list[str], cache_dir: Path) -> np.ndarray:
+    """Embeddings of ``texts``, cached in ``cache_dir`` under a hash of model and texts."""
+    digest = hashlib.sha256("\n".join([str(embedder.model_dir), *texts]).encode()).hexdigest()
+    path = cache_dir / f"base-vectors-{digest[:16]}.npy"
+    if path.exists():
+        return np.load(path)
+    t = time.perf_counter()
+    vectors = embedder.encode(texts)
+    print(f"embedded {len(texts)} base turns in process in {time.perf_counter() - t:.0f}s")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
 
 
 def perturbed(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -205,9 +220,7 @@ def main() -> None:
     results["ingest_with_embedding_grpc"] = rate
     print(f"ingest with embedding (gRPC, {args.embedded} memories): {rate:,.0f} memories/s")
 
-    t = time.perf_counter()
-    base = embedder.encode([t["content"] for t in turns])
-    print(f"embedded {len(turns)} base turns in process in {time.perf_counter() - t:.0f}s")
+    base = base_vectors(embedder, [t["content"] for t in turns], args.out.parent)
     rng = np.random.default_rng(7)
     rows = []
     for size in args.sizes:

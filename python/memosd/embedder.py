@@ -74,6 +74,7 @@ class Embedder:
         batch_size: int = 64,
         num_threads: int | None = None,
         device: str = "cpu",
+        quantize: bool = False,
     ) -> None:
         if batch_size < 1:
             raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
@@ -83,6 +84,7 @@ class Embedder:
         self.batch_size = batch_size
         self.num_threads = num_threads
         self.device = device
+        self.quantize = quantize
         self._dim = _read_dim(self.model_dir)
         self._model: Any = None
         self._preprocess: Any = None
@@ -114,6 +116,8 @@ class Embedder:
                 str(self.model_dir), device=self.device, local_files_only=True
             )
             model.eval()
+            if self.quantize:
+                _quantize_linear_layers(model)
             # sentence-transformers 6 renamed these; accept both spellings.
             get_dim = getattr(model, "get_embedding_dimension", None)
             dim = get_dim() if get_dim else model.get_sentence_embedding_dimension()
@@ -123,7 +127,12 @@ class Embedder:
                 )
             self._model = model
             self._preprocess = getattr(model, "preprocess", None) or model.tokenize
-            log.info("embedder loaded from %s (dim %d)", self.model_dir, dim)
+            log.info(
+                "embedder loaded from %s (dim %d%s)",
+                self.model_dir,
+                dim,
+                ", int8 linear layers" if self.quantize else "",
+            )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; row i belongs to texts[i]. Blocks until all rows are done."""
@@ -214,6 +223,23 @@ class Embedder:
             emb = model(features)["sentence_embedding"]
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
         return emb.float().cpu().numpy()
+
+
+def _quantize_linear_layers(model: Any) -> None:
+    """Dynamic int8 quantization of every Linear layer, in place (CPU inference).
+
+    Roughly 2-3x faster forward passes for a small BERT on CPU; embeddings move
+    by a cosine distance of about 1e-3.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the eager-mode API warns that it is moving to torchao
+        torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
 
 
 def _read_dim(model_dir: Path) -> int:

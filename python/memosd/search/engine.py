@@ -321,14 +321,16 @@ class SearchEngine:
         self, ranked: list[tuple[int, float]], query: SearchQuery, now: float
     ) -> list[tuple[MemoryRecord, float]]:
         """Re-read each hit's head; a head changed since indexing must still pass the filter."""
-        hits = []
-        for key, score in ranked:
-            head = self.store.head_by_key(key)
-            if head is None or head.cube_id not in query.cube_ids:
-                continue
-            if not query.filter.matches(head, now):
-                continue
-            hits.append((head, score))
-            if len(hits) == query.top_k:
-                break
+        hits: list[tuple[MemoryRecord, float]] = []
+        start = 0
+        while len(hits) < query.top_k and start < len(ranked):
+            # One read transaction for as many heads as are still needed.
+            chunk = ranked[start : start + query.top_k - len(hits)]
+            start += len(chunk)
+            heads = self.store.heads_by_keys([key for key, _ in chunk])
+            for head, (_, score) in zip(heads, chunk, strict=True):
+                if head is None or head.cube_id not in query.cube_ids:
+                    continue
+                if query.filter.matches(head, now):
+                    hits.append((head, score))
         return hits

@@ -1,6 +1,6 @@
 """Fusing the vector and the lexical ranking into one (HYBRID mode).
 
-Two standard methods are implemented; ``fuse`` uses reciprocal-rank fusion.
+Two standard methods are implemented; ``fuse`` (HYBRID) uses score normalisation.
 
 - ``rrf``: score(d) = sum over rankings of 1 / (RRF_K + rank(d)). It ignores the
   raw scores, so it needs no calibration between cosine similarity and BM25,
@@ -8,8 +8,12 @@ Two standard methods are implemented; ``fuse`` uses reciprocal-rank fusion.
 - ``normalized``: each ranking's scores min-max scaled to [0, 1] over its own
   candidates, then summed with weights.
 
-On LoCoMo (bench/bench_locomo.py, bench/RESULTS.md) both beat VECTOR alone;
-the numbers there back the choice of default.
+On LoCoMo (bench/bench_locomo.py, bench/RESULTS.md) both beat VECTOR alone,
+and ``normalized`` beats ``rrf`` clearly (recall@10 0.515 against 0.408 over
+760 questions): RRF gives a rank-1 hit of the weaker ranking as much weight as
+a rank-1 hit of the stronger, whereas normalised scores keep how far ahead a
+candidate is, so a strong exact-term BM25 match is not diluted by a flat list
+of near-equal cosine similarities.
 """
 
 from __future__ import annotations
@@ -50,5 +54,5 @@ def normalized(
 
 
 def fuse(vector: Ranking, lexical: Ranking) -> list[tuple[int, float]]:
-    """The HYBRID ranking."""
-    return rrf([vector, lexical])
+    """The HYBRID ranking: equal-weight normalised fusion."""
+    return normalized([vector, lexical])
