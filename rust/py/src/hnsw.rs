@@ -8,7 +8,11 @@ use memosd_core::hnsw::{
     Allowed, HnswIndex as CoreIndex, IdFilter as CoreFilter, Metric, Params, MISSING_ID,
 };
 use memosd_core::Error;
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::ndarray::{Array2, ShapeError};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -158,10 +162,11 @@ impl HnswIndex {
         let (found, dists) = py
             .detach(|| self.read().search(&queries, k, ef_search, restrict))
             .map_err(PyErrWrap)?;
-        Ok((
-            PyArray1::from_vec(py, found).reshape([rows, k])?,
-            PyArray1::from_vec(py, dists).reshape([rows, k])?,
-        ))
+        // The core returns rows x k entries of each; a mismatch would be an internal error.
+        let shape_err = |e: ShapeError| PyRuntimeError::new_err(e.to_string());
+        let found = Array2::from_shape_vec((rows, k), found).map_err(shape_err)?;
+        let dists = Array2::from_shape_vec((rows, k), dists).map_err(shape_err)?;
+        Ok((found.into_pyarray(py), dists.into_pyarray(py)))
     }
 
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
