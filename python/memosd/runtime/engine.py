@@ -51,7 +51,7 @@ class ModelRuntime:
         self._lock = threading.Lock()
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos_ids = eos if isinstance(eos, list) else [eos]
-        self._eos = {i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None}
+        self.eos_ids = {i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None}
 
     @classmethod
     def load(cls, path: Path | None, cache_dir: Path, dtype: str = "float32") -> ModelRuntime:
@@ -75,7 +75,7 @@ class ModelRuntime:
     def kv_dtype(self) -> torch.dtype:
         return self.model.dtype
 
-    def _forward(self, ids: Sequence[int], cache: Any) -> tuple[torch.Tensor, Any]:
+    def forward(self, ids: Sequence[int], cache: Any) -> tuple[torch.Tensor, Any]:
         """Last-position logits and the updated cache."""
         with self._lock, torch.inference_mode():
             out = self.model(
@@ -86,19 +86,20 @@ class ModelRuntime:
             )
         return out.logits[0, -1].float(), out.past_key_values
 
-    def _cache(self, prefix: KvTensors | None) -> Any:
+    def cache_of(self, prefix: KvTensors | None) -> Any:
+        """A fresh transformers cache holding ``prefix`` (None when there is none)."""
         return None if prefix is None else to_cache(prefix, self.model.config)
 
     def prefill(self, ids: Sequence[int]) -> KvTensors:
         """The KV cache of ``ids`` (e.g. a context block), as two LHSD tensors."""
         if not ids:
             raise InvalidArgumentError("ids", "nothing to prefill")
-        _, cache = self._forward(ids, None)
+        _, cache = self.forward(ids, None)
         return from_cache(cache)
 
     def next_logits(self, ids: Sequence[int], prefix: KvTensors | None = None) -> torch.Tensor:
         """Logits of the token after ``prefix`` + ``ids``."""
-        logits, _ = self._forward(ids, self._cache(prefix))
+        logits, _ = self.forward(ids, self.cache_of(prefix))
         return logits
 
     def generate(
@@ -155,7 +156,7 @@ class Generation:
             rng = torch.Generator()
             rng.manual_seed(opts.seed if opts.seed is not None else int(time.time_ns()))
         stream = TextStream(self._rt.tokenizer, opts.stop)
-        cache = self._rt._cache(self._prefix)
+        cache = self._rt.cache_of(self._prefix)
         feed = self._ids
         stats.finish_reason = "length"
         for step in range(opts.max_new_tokens):
@@ -163,11 +164,11 @@ class Generation:
             if reason:
                 stats.finish_reason = reason
                 break
-            logits, cache = self._rt._forward(feed, cache)
+            logits, cache = self._rt.forward(feed, cache)
             token = self._pick(logits, rng)
             if step == 0:
                 stats.ttft_ms = (time.perf_counter() - started) * 1000.0
-            if token in self._rt._eos:
+            if token in self._rt.eos_ids:
                 stats.finish_reason = "eos"
                 break
             stats.token_ids.append(token)
