@@ -14,9 +14,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    e = Embedder.default(batch_size=16)
+    e = Embedder.default(batch_size=16, quantize=False)
     e.load()
     return e
+
+
+@pytest.fixture(scope="module")
+def quantized() -> Embedder:
+    return Embedder.default()
 
 
 def test_shape_dtype_and_unit_norm(embedder: Embedder) -> None:
@@ -44,6 +49,24 @@ def test_meaning_is_captured(embedder: Embedder) -> None:
         ["what does the user like to drink?", "the user prefers green tea", "the bus leaves at 9"]
     )
     assert q @ near > q @ far + 0.1
+
+
+def test_quantized_embeddings_stay_close_and_rank_alike(
+    embedder: Embedder, quantized: Embedder
+) -> None:
+    docs = [
+        "the user prefers green tea in the morning",
+        "Caroline went to the LGBTQ support group on Tuesday",
+        "Melanie painted a sunrise over the lake",
+        "the flight to Boston leaves on Friday at 9:40",
+        "we adopted a puppy from the shelter last spring",
+    ]
+    queries = ["what does the user drink?", "when is the flight?", "what did Melanie paint?"]
+    exact, approx = embedder.encode(docs + queries), quantized.encode(docs + queries)
+    assert np.all(np.sum(exact * approx, axis=1) > 0.8)
+    np.testing.assert_allclose(np.linalg.norm(approx, axis=1), 1.0, rtol=1e-5)
+    for e in (exact, approx):
+        assert list(np.argmax(e[5:] @ e[:5].T, axis=1)) == [0, 3, 2]
 
 
 def test_concurrent_callers_get_their_own_rows(embedder: Embedder) -> None:
