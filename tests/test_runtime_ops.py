@@ -73,7 +73,7 @@ def test_pages_come_back_from_the_store_in_a_fresh_host(
     assert model.pool.stats()["loads"] == int(built.metadata["kv.page_count"])
 
     again.drop(cube_id, built.id)
-    assert again.list(cube_id) == []
+    assert again.in_cube(cube_id) == []
 
 
 def test_another_models_activation_names_the_difference(

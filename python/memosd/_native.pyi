@@ -3,7 +3,7 @@
 
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import Any, Final, final
+from typing import Any, Final, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -110,6 +110,8 @@ class HnswIndex:
 # (bf16 travels as uint16 bits). encoding: "raw" (as is) or "int8" (per-channel
 # scales). Unpacked arrays are float32, float16, or uint16 for bf16.
 
+_Tensor: TypeAlias = Buffer | npt.NDArray[Any]
+
 __all__ += [
     "KvPageHeader",
     "KvPagePool",
@@ -120,8 +122,8 @@ __all__ += [
 ]
 
 def kv_pack(
-    keys: Buffer,
-    values: Buffer,
+    keys: _Tensor,
+    values: _Tensor,
     *,
     layout: str,
     dtype: str,
@@ -133,16 +135,16 @@ def kv_pack(
     """Packs keys and values into pages of `tokens_per_page` tokens (the last holds the rest)."""
 
 def kv_unpack(
-    pages: Sequence[Buffer], layout: str | None = None
+    pages: Sequence[_Tensor], layout: str | None = None
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Unpacks the pages of one sequence, in order, into (keys, values) in `layout`
     (default: the pages' own). CorruptDataError for damaged or truncated pages;
     InvalidArgumentError("pages") for missing, reordered or foreign pages."""
 
-def kv_page_header(page: Buffer) -> KvPageHeader:
+def kv_page_header(page: _Tensor) -> KvPageHeader:
     """Decodes a page header (checked against its own checksum) without reading the payload."""
 
-def kv_verify_page(page: Buffer) -> KvPageHeader:
+def kv_verify_page(page: _Tensor) -> KvPageHeader:
     """Checks a whole page, header and payload."""
 
 @final
@@ -192,8 +194,8 @@ class KvPagePool:
     def pack(
         self,
         prefix: str,
-        keys: Buffer,
-        values: Buffer,
+        keys: _Tensor,
+        values: _Tensor,
         *,
         layout: str,
         dtype: str,
@@ -203,7 +205,7 @@ class KvPagePool:
         sequence_id: int = 0,
     ) -> list[str]:
         """Packs into pages stored under f"{prefix}/{i}"; returns those keys."""
-    def insert(self, key: str, page: Buffer) -> None: ...
+    def insert(self, key: str, page: _Tensor) -> None: ...
     def register(self, key: str, digest: str) -> None:
         """Records that `key`'s page is in the blob table under `digest` (not loaded)."""
     def get(self, key: str) -> bytes: ...

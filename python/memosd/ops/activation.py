@@ -197,7 +197,7 @@ class Activations:
     def get(self, cube_id: str, activation_id: str) -> Activation:
         return self.describe(self.record(cube_id, activation_id))
 
-    def list(self, cube_id: str) -> list[Activation]:
+    def in_cube(self, cube_id: str) -> list[Activation]:
         """The cube's activations (not deleted), newest first."""
         validate.identifier("cube_id", cube_id)
         if not self._store.cube_exists(cube_id):

@@ -134,7 +134,7 @@ class Generator:
             return self._activations.load(cube_id, activation_id, runtime)
         if call.auto_activation:
             for cube_id in call.cube_ids:
-                for candidate in self._activations.list(cube_id):
+                for candidate in self._activations.in_cube(cube_id):
                     if not candidate.problems and candidate.record.state == "ACTIVE":
                         return self._activations.load(cube_id, candidate.record.id, runtime)
         return None

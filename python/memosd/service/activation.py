@@ -60,7 +60,7 @@ class ActivationServicer(Servicer, pb_grpc.ActivationServiceServicer):
     async def ListActivations(
         self, request: pb.ListActivationsRequest, context: object
     ) -> pb.ListActivationsResponse:
-        found = await self.run(self.runtime.model.activations.list, request.cube_id)
+        found = await self.run(self.runtime.model.activations.in_cube, request.cube_id)
         return pb.ListActivationsResponse(activations=[info(a) for a in found])
 
     @rpc
