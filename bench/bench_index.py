@@ -21,6 +21,9 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,14 +104,18 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
-def best_time(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """The fastest of `repeats` runs (the machine is shared; the minimum is the signal)."""
-    best, result = float("inf"), None
+def timed(libs: list[Any], run: Callable[[Any], Any], repeats: int) -> list[tuple[float, Any]]:
+    """(fastest seconds, result) of `run(lib)` for each lib. Runs alternate between the
+    libraries so that both see the same load on a shared machine; the minimum over
+    the repeats is the signal."""
+    best = [float("inf")] * len(libs)
+    results: list[Any] = [None] * len(libs)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for i, lib in enumerate(libs):
+            start = time.perf_counter()
+            results[i] = run(lib)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, results, strict=True))
 
 
 def rss() -> int:
@@ -122,6 +129,15 @@ class Ours:
     def build(self, data: np.ndarray) -> None:
         self.index = HnswIndex(dim=data.shape[1], metric="cosine", m=16, ef_construction=200)
         self.index.add(np.arange(len(data), dtype=np.uint64), data)
+
+    def size(self) -> int:
+        return self.index.memory_bytes()
+
+    def save(self, path: Path) -> None:
+        self.index.save(path)
+
+    def load(self, path: Path, dim: int) -> None:
+        self.index = HnswIndex.load(path)
 
     def batch(self, queries: np.ndarray, ef: int) -> np.ndarray:
         return self.index.search(queries, k=K, ef_search=ef)[0].astype(np.int64)
@@ -144,6 +160,16 @@ class Hnswlib:
         self.index = hnswlib.Index(space="cosine", dim=data.shape[1])
         self.index.init_index(max_elements=len(data), M=16, ef_construction=200)
         self.index.add_items(data, np.arange(len(data)), num_threads=-1)
+
+    def size(self) -> int:
+        return self.index.index_file_size()  # its memory layout, written out as is
+
+    def save(self, path: Path) -> None:
+        self.index.save_index(str(path))
+
+    def load(self, path: Path, dim: int) -> None:
+        self.index = hnswlib.Index(space="cosine", dim=dim)
+        self.index.load_index(str(path))
 
     def batch(self, queries: np.ndarray, ef: int) -> np.ndarray:
         self.index.set_ef(ef)
@@ -171,56 +197,77 @@ def operating_point(sweep: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((row for row in sweep if row["recall"] >= TARGET_RECALL), None)
 
 
-def measure(
-    lib: Ours | Hnswlib,
+LIBRARIES: dict[str, type[Ours] | type[Hnswlib]] = {"memosd": Ours, "hnswlib": Hnswlib}
+
+
+def build_child(name: str, data_path: Path, index_path: Path) -> None:
+    """In a fresh process: build, report time and memory as one JSON line, save."""
+    data = np.load(data_path)
+    lib = LIBRARIES[name]()
+    before = rss()
+    start = time.perf_counter()
+    lib.build(data)
+    seconds = time.perf_counter() - start
+    report = {"build_s": seconds, "rss_delta_bytes": rss() - before, "index_bytes": lib.size()}
+    lib.save(index_path)
+    print(json.dumps(report))
+
+
+def build(lib: Ours | Hnswlib, data: np.ndarray, workdir: Path) -> dict[str, Any]:
+    """Builds in a child process, so the RSS delta is this library's alone (the
+    allocator of a process that already freed memory would reuse it), then loads."""
+    data_path, index_path = workdir / "data.npy", workdir / f"{lib.name}.index"
+    if not data_path.exists():
+        np.save(data_path, data)
+    cmd = [sys.executable, __file__, "--build-child", lib.name, str(data_path), str(index_path)]
+    child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    lib.load(index_path, data.shape[1])
+    print(f"   {lib.name}: built in {out['build_s']:.1f}s", flush=True)
+    return out
+
+
+def compare(
+    libs: list[Any],
     data: np.ndarray,
     queries: np.ndarray,
     truth: np.ndarray,
     filters: dict[float, tuple[np.ndarray, np.ndarray]],
     repeats: int,
-) -> dict[str, Any]:
-    before = rss()
-    start = time.perf_counter()
-    lib.build(data)
-    build_s = time.perf_counter() - start
-    memory = rss() - before
-    sweep = []
+) -> dict[str, dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as workdir:
+        built = {lib.name: build(lib, data, Path(workdir)) for lib in libs}
+    results = {name: b | {"sweep": [], "filtered": []} for name, b in built.items()}
     for ef in EF_SWEEP:
-        batch_s, found = best_time(lambda ef=ef: lib.batch(queries, ef), repeats)
-        single_s, _ = best_time(lambda ef=ef: lib.single(queries, ef), repeats)
-        sweep.append(
-            {
-                "ef": ef,
-                "recall": recall(found, truth),
-                "qps_single": len(queries) / single_s,
-                "qps_batch": len(queries) / batch_s,
-            }
-        )
-    op = operating_point(sweep)
-    filter_ef = op["ef"] if op else EF_SWEEP[-1]
-    filtered = []
+        batch = timed(libs, lambda lib, ef=ef: lib.batch(queries, ef), repeats)
+        single = timed(libs, lambda lib, ef=ef: lib.single(queries, ef), repeats)
+        for lib, (batch_s, found), (single_s, _) in zip(libs, batch, single, strict=True):
+            results[lib.name]["sweep"].append(
+                {
+                    "ef": ef,
+                    "recall": recall(found, truth),
+                    "qps_single": len(queries) / single_s,
+                    "qps_batch": len(queries) / batch_s,
+                }
+            )
+    for r in results.values():
+        r["operating_point"] = operating_point(r["sweep"])
+    # Filtered searches run at one ef for both: the higher of the two operating points.
+    points = [r["operating_point"] for r in results.values()]
+    filter_ef = max(p["ef"] if p else EF_SWEEP[-1] for p in points)
     for selectivity, (allowed, ftruth) in filters.items():
         fq = queries[: len(ftruth)]
-        seconds, found = best_time(lambda a=allowed, q=fq: lib.filtered(q, filter_ef, a), 1)
-        filtered.append(
-            {
-                "selectivity": selectivity,
-                "ef": filter_ef,
-                "recall": recall(found, ftruth),
-                "qps": len(fq) / seconds,
-            }
-        )
-    result = {
-        "build_s": build_s,
-        "rss_delta_bytes": memory,
-        "sweep": sweep,
-        "operating_point": op,
-        "filtered": filtered,
-    }
-    if isinstance(lib, Ours):
-        result["index_bytes"] = lib.index.memory_bytes()
-    del lib.index
-    return result
+        runs = timed(libs, lambda lib, a=allowed, q=fq: lib.filtered(q, filter_ef, a), 1)
+        for lib, (seconds, found) in zip(libs, runs, strict=True):
+            results[lib.name]["filtered"].append(
+                {
+                    "selectivity": selectivity,
+                    "ef": filter_ef,
+                    "recall": recall(found, ftruth),
+                    "qps": len(fq) / seconds,
+                }
+            )
+    return results
 
 
 def run_dataset(
@@ -234,10 +281,7 @@ def run_dataset(
         allowed = np.sort(rng.choice(len(data), max(K, int(len(data) * s)), replace=False))
         ftruth = allowed[exact_knn(data[allowed], queries[:filter_queries], K)]
         filters[s] = (allowed, ftruth)
-    results = {}
-    for lib in (Ours(), Hnswlib()):
-        results[lib.name] = measure(lib, data, queries, truth, filters, repeats)
-        print(f"   {lib.name}: built in {results[lib.name]['build_s']:.1f}s", flush=True)
+    results = compare([Ours(), Hnswlib()], data, queries, truth, filters, repeats)
     print_table(results["memosd"], results["hnswlib"])
     return {
         "n": len(data),
@@ -260,6 +304,7 @@ def print_table(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
     row("build (s)", ours["build_s"], theirs["build_s"], "{:.2f}")
     row("RSS delta (MiB)", ours["rss_delta_bytes"] / 2**20, theirs["rss_delta_bytes"] / 2**20)
+    row("index size (MiB)", ours["index_bytes"] / 2**20, theirs["index_bytes"] / 2**20)
     for a, b in zip(ours["sweep"], theirs["sweep"], strict=True):
         ef = a["ef"]
         row(f"ef={ef} recall@10", a["recall"], b["recall"], "{:.3f}")
@@ -293,7 +338,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k vectors, 300 queries")
     parser.add_argument("--skip-locomo", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "index.json")
+    parser.add_argument("--build-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_child:
+        name, data_path, index_path = args.build_child
+        build_child(name, Path(data_path), Path(index_path))
+        return
     if args.quick:
         args.n, args.queries, args.filter_queries, args.repeats = 20_000, 300, 100, 2
 

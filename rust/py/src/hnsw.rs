@@ -8,9 +8,10 @@ use memosd_core::hnsw::{
     Allowed, HnswIndex as CoreIndex, IdFilter as CoreFilter, Metric, Params, MISSING_ID,
 };
 use memosd_core::Error;
-use numpy::ndarray::{Array2, ShapeError};
+use numpy::ndarray::{Array2, Dimension, ShapeError};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+    Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArray,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -47,13 +48,23 @@ fn invalid(field: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr {
     .into()
 }
 
+/// The elements in row-major order: one copy for C-contiguous arrays (`to_vec` would
+/// also take Fortran order as is), element by element otherwise.
+fn row_major<T: Element + Copy, D: Dimension>(arr: &Bound<'_, PyArray<T, D>>) -> Vec<T> {
+    if arr.is_c_contiguous() {
+        if let Ok(values) = arr.to_vec() {
+            return values;
+        }
+    }
+    arr.readonly().as_array().iter().copied().collect()
+}
+
 /// A 1-D uint64 array, copied.
 fn id_array(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     let arr = obj
         .cast::<PyArray1<u64>>()
         .map_err(|_| invalid(field, "uint64 array of shape (n,)", obj))?;
-    let ro = arr.readonly();
-    Ok(ro.as_array().iter().copied().collect())
+    Ok(row_major(arr))
 }
 
 /// A (n, dim) float32 array, copied row-major; returns the values and n.
@@ -66,19 +77,15 @@ fn row_array(field: &str, obj: &Bound<'_, PyAny>, dim: usize) -> PyResult<(Vec<f
     if shape[1] != dim {
         return Err(invalid(field, &expected, obj));
     }
-    let ro = arr.readonly();
-    // `as_slice` would also accept Fortran order, whose memory is not row-major.
-    let values = match ro.as_slice() {
-        Ok(s) if arr.is_c_contiguous() => s.to_vec(),
-        _ => ro.as_array().iter().copied().collect(),
-    };
-    Ok((values, shape[0]))
+    Ok((row_major(arr), shape[0]))
 }
 
 /// Approximate nearest-neighbour index (HNSW). See `_native.pyi` for the contract.
 #[pyclass(frozen, module = "memosd._native")]
 pub struct HnswIndex {
     inner: RwLock<CoreIndex>,
+    /// Fixed at construction; kept here so argument checks need no lock.
+    dim: usize,
 }
 
 impl HnswIndex {
@@ -90,10 +97,6 @@ impl HnswIndex {
 
     fn write(&self) -> RwLockWriteGuard<'_, CoreIndex> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn dim(&self) -> usize {
-        self.read().params().dim
     }
 }
 
@@ -116,6 +119,7 @@ impl HnswIndex {
         };
         Ok(HnswIndex {
             inner: RwLock::new(CoreIndex::new(params, max_elements)?),
+            dim,
         })
     }
 
@@ -126,7 +130,7 @@ impl HnswIndex {
         vectors: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let ids = id_array("ids", ids)?;
-        let (vectors, rows) = row_array("vectors", vectors, self.dim())?;
+        let (vectors, rows) = row_array("vectors", vectors, self.dim)?;
         if rows != ids.len() {
             let msg = format!("expected {} rows (one per id), got {rows}", ids.len());
             return Err(PyErrWrap(Error::invalid("vectors", msg)).into());
@@ -145,7 +149,7 @@ impl HnswIndex {
         ef_search: usize,
         allowed: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
-        let (queries, rows) = row_array("queries", queries, self.dim())?;
+        let (queries, rows) = row_array("queries", queries, self.dim)?;
         let filter_obj = allowed.map(|a| a.cast::<IdFilter>().ok().cloned());
         let ids = match (&filter_obj, allowed) {
             (Some(None), Some(a)) => Some(
@@ -183,6 +187,7 @@ impl HnswIndex {
     fn load(py: Python<'_>, path: PathBuf) -> CoreResult<Self> {
         let index = py.detach(|| CoreIndex::load(&path))?;
         Ok(HnswIndex {
+            dim: index.params().dim,
             inner: RwLock::new(index),
         })
     }
@@ -201,7 +206,7 @@ impl HnswIndex {
 
     #[getter(dim)]
     fn get_dim(&self) -> usize {
-        self.dim()
+        self.dim
     }
 
     #[getter]

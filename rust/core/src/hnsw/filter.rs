@@ -3,9 +3,9 @@
 //! Ids are resolved once to a bitset over slots that the layer search tests for each
 //! node it would return. When the set is small, walking the graph would expand most
 //! of it before finding `k` allowed nodes, so the search scans the allowed vectors
-//! exactly instead; recall then holds at any selectivity.
+//! instead (and re-ranks exactly); recall then holds at any selectivity.
 
-use super::search::{Query, Scored, Searcher};
+use super::search::{rerank_pool, Query, Scored, Searcher};
 use parking_lot::Mutex;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -41,19 +41,21 @@ impl AllowedSlots {
         self.slots.is_empty()
     }
 
-    /// Exact search over the allowed vectors: the `k` nearest, nearest first.
+    /// Scan of every allowed vector by code distance (a sequential read of a quarter
+    /// of the bytes), the best re-ranked exactly; the nearest `k`, nearest first.
     pub(crate) fn scan(&self, searcher: &Searcher<'_>, query: &Query<'_>, k: usize) -> Vec<Scored> {
-        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+        let pool = rerank_pool(k);
+        let mut best: BinaryHeap<Scored> = BinaryHeap::with_capacity(pool + 1);
         for &slot in &self.slots {
-            let s = searcher.exact(query, slot);
-            if best.len() < k {
+            let s = searcher.score(query, slot);
+            if best.len() < pool {
                 best.push(s);
             } else if best.peek().is_some_and(|w| s < *w) {
                 best.pop();
                 best.push(s);
             }
         }
-        best.into_sorted_vec()
+        searcher.rerank(query, best.into_vec(), k)
     }
 
     /// Whether an exact scan is cheaper than the filtered graph search. The graph

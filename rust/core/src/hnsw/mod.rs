@@ -377,7 +377,7 @@ impl HnswIndex {
         with_scratch(|s| {
             searcher.search_layer(s, q, start, ef, 0, accept);
             let found: Vec<Scored> = s.results.drain().collect();
-            searcher.rerank(q, &found, k)
+            searcher.rerank(q, found, k)
         })
     }
 }

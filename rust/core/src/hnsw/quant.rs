@@ -135,7 +135,8 @@ mod vnni {
             sum_b = _mm512_dpbusd_epi32(sum_b, ones, y);
             i += 64;
         }
-        _mm512_reduce_add_epi32(prod) - 128 * _mm512_reduce_add_epi32(sum_b)
+        // One horizontal sum of prod - 128 * sum_b (no lane overflows: |lane| < 2^31).
+        _mm512_reduce_add_epi32(_mm512_sub_epi32(prod, _mm512_slli_epi32::<7>(sum_b)))
     }
 }
 

@@ -42,8 +42,9 @@ impl Ord for Scored {
 /// nothing. The visited set is epoch-stamped: starting a search bumps the epoch
 /// instead of clearing the array.
 pub(crate) struct Scratch {
-    marks: Vec<u32>,
-    epoch: u32,
+    /// u16 stamps keep the set small enough to stay in L2 for large graphs.
+    marks: Vec<u16>,
+    epoch: u16,
     fresh: Vec<u32>,
     candidates: BinaryHeap<Reverse<Scored>>,
     pub results: BinaryHeap<Scored>,
@@ -95,17 +96,24 @@ impl Scratch {
     }
 }
 
+/// Asks for every cache line of `row`, so it arrives while other work proceeds.
 #[inline]
-fn prefetch(code: &[i8]) {
+fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // The whole code row: a few cache lines, fetched while the previous one is scored.
-        for offset in (0..code.len()).step_by(64) {
-            // SAFETY: prefetching is a hint; the address lies inside `code`.
-            unsafe { _mm_prefetch(code.as_ptr().add(offset), _MM_HINT_T0) };
+        let bytes = std::mem::size_of_val(row);
+        let base = row.as_ptr() as *const i8;
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: prefetching is a hint; the address lies inside `row`.
+            unsafe { _mm_prefetch(base.add(offset), _MM_HINT_T0) };
         }
     }
+}
+
+/// How many code-ranked candidates are re-ranked exactly for a top-`k` result.
+pub(crate) fn rerank_pool(k: usize) -> usize {
+    (2 * k).max(k + 10)
 }
 
 /// What a search is looking for: the f32 vector (for exact re-ranking) and its codes
@@ -193,8 +201,18 @@ impl Searcher<'_> {
         }
     }
 
-    /// Re-scores `found` exactly and returns the nearest `k`, nearest first.
-    pub fn rerank(&self, query: &Query<'_>, found: &[Scored], k: usize) -> Vec<Scored> {
+    /// The `k` nearest of `found` by exact distance, nearest first. Only the best
+    /// [`rerank_pool`] by code distance are re-scored: quantisation moves distances
+    /// far less than the gap between the k-th and the 2k-th neighbour.
+    pub fn rerank(&self, query: &Query<'_>, mut found: Vec<Scored>, k: usize) -> Vec<Scored> {
+        let pool = rerank_pool(k);
+        if found.len() > pool {
+            found.select_nth_unstable(pool);
+            found.truncate(pool);
+        }
+        for s in &found {
+            prefetch(self.graph.vector(s.slot));
+        }
         let mut exact: Vec<Scored> = found.iter().map(|s| self.exact(query, s.slot)).collect();
         exact.sort_unstable();
         exact.truncate(k);

@@ -153,12 +153,13 @@ fn deleting_everything_then_adding_again_works() {
 #[test]
 fn re_adding_an_id_replaces_its_vector() {
     let (mut index, data) = build(1_000, 8, Metric::L2);
-    let far = vec![50.0f32; 8];
+    // Moved next to row 500: an outlier could be unreachable in any HNSW graph.
+    let moved: Vec<f32> = data[500 * 8..501 * 8].iter().map(|x| x + 0.01).collect();
     index
-        .add(&[7, 7], &[data[..8].to_vec(), far.clone()].concat())
+        .add(&[7, 7], &[data[..8].to_vec(), moved.clone()].concat())
         .unwrap();
     assert_eq!(index.len(), 1_000);
-    let (ids, d) = index.search(&far, 1, 16, Allowed::All).unwrap();
+    let (ids, d) = index.search(&moved, 1, 16, Allowed::All).unwrap();
     assert_eq!((ids[0], d[0]), (7, 0.0), "the last row for an id wins");
     let (ids, _) = index.search(&data[56..64], 1, 16, Allowed::All).unwrap();
     assert_ne!(ids[0], 7, "the old vector of id 7 is gone");
