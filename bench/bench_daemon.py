@@ -204,7 +204,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--locomo", type=Path, default=Path("/work/shared/data/locomo"))
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--embedded", type=int, default=3000, help="memories ingested via gRPC")
+    parser.add_argument("--embedded", type=int, default=2000, help="memories ingested via gRPC")
     parser.add_argument("--queries", type=int, default=400, help="timed queries per run")
     parser.add_argument("--no-floor", action="store_true", help="skip the hnswlib floor")
     parser.add_argument("--out", type=Path, default=Path("bench/out/daemon.json"))

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from memosd._native import HnswIndex
 
 M = 16
-EF_CONSTRUCTION = 200
+# 100 rather than the index benchmark's 200: inserts (on the write path of every
+# AddMemories) run about 2x faster, and recall@10 at ef_search 64 stayed at
+# 0.999 against exact search on 20k clustered 384-d vectors (1.000 with 200).
+EF_CONSTRUCTION = 100
 MIN_EF_SEARCH = 64
 NO_ID = np.uint64(2**64 - 1)
 
