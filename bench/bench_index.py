@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -352,7 +353,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(),
-            "hnswlib": hnswlib.__version__ if hasattr(hnswlib, "__version__") else "?",
+            "hnswlib": importlib.metadata.version("hnswlib"),
         },
         "params": {"m": 16, "ef_construction": 200, "k": K, "metric": "cosine"},
         "datasets": {},
