@@ -321,7 +321,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// Against a model (a map id -> vector): the live set, no deleted or unknown id
     /// ever returned, slots never exceed the peak live count, results sorted, exact
