@@ -237,6 +237,8 @@ def test_wrong_dtype_or_shape_raises_value_error_naming_the_field() -> None:
         ("queries", lambda: index.search(np.ones((1, 12), np.float32))),
         ("allowed", lambda: index.search(np.ones((1, 384), np.float32), allowed=[1, 2])),
         ("k", lambda: index.search(np.ones((1, 384), np.float32), k=0)),
+        ("k", lambda: index.search(np.ones((1, 384), np.float32), k=2**21)),
+        ("max_elements", lambda: HnswIndex(dim=4, max_elements=2**62)),
         ("ids", lambda: index.delete(np.array([1.0]))),
         ("ids", lambda: IdFilter(np.array([-1]))),
         ("metric", lambda: HnswIndex(dim=4, metric="hamming")),

@@ -37,7 +37,8 @@ class HnswIndex:
     squared Euclidean distance. The graph is walked on int8-quantised copies of the
     vectors and the candidates are re-ranked with exact float32 distances.
 
-    The index grows as needed: ``max_elements`` only reserves memory up front.
+    The index grows as needed: ``max_elements`` only reserves memory up front
+    (``ResourceExhaustedError`` when memory runs out while growing).
     Searches may run concurrently from many threads; ``add`` and ``delete`` wait for
     them. Every call releases the GIL, and batch ``add``/``search`` use all cores.
     Bad input raises ``memosd.errors.InvalidArgumentError`` (a ``ValueError``)
@@ -68,8 +69,8 @@ class HnswIndex:
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         """The ``k`` nearest live ids of each query row (float32, shape ``(q, dim)``):
         ``(ids, distances)``, both of shape ``(q, k)``, nearest first. Missing results
-        are ``MISSING_ID`` with distance ``+inf``. ``ef_search`` (raised to ``k`` if
-        lower) is the beam width. ``allowed`` restricts results to those ids (unknown
+        are ``MISSING_ID`` with distance ``+inf``. ``k`` is at most ``2**20``;
+        ``ef_search`` (raised to ``k`` if lower) is the beam width. ``allowed`` restricts results to those ids (unknown
         ids are ignored): the filter is applied inside the graph walk, and a small
         allowed set is scanned exactly instead, so recall holds at any selectivity."""
 

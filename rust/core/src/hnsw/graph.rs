@@ -8,6 +8,7 @@
 //! a valid slot, so traversal stays memory-safe and only its route changes.
 
 use super::quant::{self, Coded};
+use crate::error::{Error, Result};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -65,15 +66,25 @@ impl Graph {
         self.levels.len()
     }
 
-    pub fn reserve(&mut self, extra: usize) {
-        self.vectors.reserve(extra * self.dim);
-        self.codes.reserve(extra * self.dim);
-        self.scales.reserve(extra);
-        self.norms2.reserve(extra);
-        self.links0.reserve(extra * (self.m0 + 1));
-        self.upper.reserve(extra);
-        self.levels.reserve(extra);
-        self.locks.reserve(extra);
+    /// Makes room for `extra` more nodes, or fails (changing only capacities).
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let no_memory =
+            || Error::ResourceExhausted(format!("cannot allocate memory for {extra} more vectors"));
+        // Byte counts of the largest arrays must not overflow.
+        extra
+            .checked_mul(4 * self.dim.max(self.m0 + 1))
+            .ok_or_else(no_memory)?;
+        let (dim, block) = (self.dim, self.m0 + 1);
+        let fail = |_| no_memory();
+        self.vectors.try_reserve(extra * dim).map_err(fail)?;
+        self.codes.try_reserve(extra * dim).map_err(fail)?;
+        self.scales.try_reserve(extra).map_err(fail)?;
+        self.norms2.try_reserve(extra).map_err(fail)?;
+        self.links0.try_reserve(extra * block).map_err(fail)?;
+        self.upper.try_reserve(extra).map_err(fail)?;
+        self.levels.try_reserve(extra).map_err(fail)?;
+        self.locks.try_reserve(extra).map_err(fail)?;
+        Ok(())
     }
 
     /// Appends an unlinked node holding `vector` and returns its slot.

@@ -31,6 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The id reported where fewer than `k` results exist.
 pub const MISSING_ID: u64 = u64::MAX;
 
+/// Results per query are allocated up front, so `k` is bounded.
+pub const MAX_K: usize = 1 << 20;
+
 /// Identity of an index instance, so filters can cache their resolution per index.
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -97,7 +100,10 @@ impl HnswIndex {
     pub fn new(params: Params, max_elements: usize) -> Result<Self> {
         params.validate()?;
         let mut index = Self::empty(params);
-        index.graph.reserve(max_elements.min(1 << 24));
+        index
+            .graph
+            .reserve(max_elements)
+            .map_err(|e| Error::invalid("max_elements", e.to_string()))?;
         Ok(index)
     }
 
@@ -210,13 +216,19 @@ impl HnswIndex {
         for (row, &id) in ids.iter().enumerate() {
             last_row.insert(id, row as u32);
         }
-        let new_slots = self.graph.slots() + last_row.len().saturating_sub(self.free.len());
-        if new_slots >= u32::MAX as usize {
+        // Ids already present free their slots for their new rows, so count them as free.
+        let present = last_row
+            .keys()
+            .filter(|id| self.slots.contains_key(id))
+            .count();
+        let growth = last_row.len().saturating_sub(self.free.len() + present);
+        if self.graph.slots() + growth >= u32::MAX as usize {
             return Err(Error::ResourceExhausted(format!(
                 "an index holds at most {} vectors",
                 u32::MAX - 1
             )));
         }
+        self.graph.reserve(growth)?;
         self.delete(ids);
         let placed = self.place_rows(ids, &last_row, &rows);
         self.searcher()
@@ -238,7 +250,6 @@ impl HnswIndex {
         let reuse_count = order.len().min(self.free.len());
         let reused: Vec<u32> = self.free.split_off(self.free.len() - reuse_count);
         self.unlink(&reused);
-        self.graph.reserve(order.len() - reuse_count);
         let mut placed = Vec::with_capacity(order.len());
         for (i, (id, row)) in order.drain(..).enumerate() {
             let vector = &rows[row as usize * dim..(row as usize + 1) * dim];
@@ -318,8 +329,11 @@ impl HnswIndex {
         ef_search: usize,
         allowed: Allowed<'_>,
     ) -> Result<(Vec<u64>, Vec<f32>)> {
-        if k == 0 {
-            return Err(Error::invalid("k", "expected k >= 1"));
+        if !(1..=MAX_K).contains(&k) {
+            return Err(Error::invalid(
+                "k",
+                format!("expected 1..={MAX_K}, got {k}"),
+            ));
         }
         if ef_search == 0 {
             return Err(Error::invalid("ef_search", "expected ef_search >= 1"));

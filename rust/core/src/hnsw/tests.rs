@@ -278,6 +278,12 @@ fn bad_input_is_rejected_naming_the_field_and_changes_nothing() {
     ] {
         assert_eq!(field(HnswIndex::new(p, 0).err().unwrap()), f);
     }
+    let huge = HnswIndex::new(params(4, Metric::L2), usize::MAX)
+        .err()
+        .unwrap();
+    assert_eq!(field(huge), "max_elements");
+    let too_many = index.search(&[1.0; 4], MAX_K + 1, 1, Allowed::All);
+    assert_eq!(field(too_many.unwrap_err()), "k");
 }
 
 #[test]
