@@ -70,9 +70,10 @@ class HnswIndex:
         """The ``k`` nearest live ids of each query row (float32, shape ``(q, dim)``):
         ``(ids, distances)``, both of shape ``(q, k)``, nearest first. Missing results
         are ``MISSING_ID`` with distance ``+inf``. ``k`` is at most ``2**20``;
-        ``ef_search`` (raised to ``k`` if lower) is the beam width. ``allowed`` restricts results to those ids (unknown
-        ids are ignored): the filter is applied inside the graph walk, and a small
-        allowed set is scanned exactly instead, so recall holds at any selectivity."""
+        ``ef_search`` (raised to ``k`` if lower) is the beam width. ``allowed``
+        restricts results to those ids (unknown ids are ignored): the filter is
+        applied inside the graph walk, and a small allowed set is scanned instead
+        (then re-ranked exactly), so recall holds at any selectivity."""
 
     def delete(self, ids: npt.NDArray[np.uint64]) -> int:
         """Delete ``ids`` (unknown ones are ignored); returns how many were present.
