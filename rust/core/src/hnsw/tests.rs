@@ -222,6 +222,31 @@ fn every_truncation_and_every_byte_flip_is_reported_as_corrupt() {
     }
 }
 
+/// Damage behind a valid checksum (a crafted file) is caught by the structural checks.
+#[test]
+fn files_with_a_valid_checksum_but_an_impossible_graph_are_corrupt() {
+    let (index, _) = build(40, 4, Metric::L2);
+    let bytes = index.to_bytes();
+    let header = 8 + 4 + 4 + 1 + 4 + 4 + 4 + 8 + 1 + 4 + 4;
+    let links0 = header + 40 * 10 + 40 * 4 * 4;
+    let with_crc = |mut body: Vec<u8>| {
+        body.truncate(body.len() - 4);
+        let crc = crc32fast::hash(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        body
+    };
+    assert!(HnswIndex::from_bytes(&with_crc(bytes.clone())).is_ok());
+    for (offset, value) in [(links0, 999u32), (links0 + 4, 40), (header - 8, 40)] {
+        let mut bad = bytes.clone();
+        bad[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+        let err = HnswIndex::from_bytes(&with_crc(bad)).err();
+        assert!(
+            matches!(err, Some(Error::Corrupt(_))),
+            "offset {offset}: {err:?}"
+        );
+    }
+}
+
 #[test]
 fn bad_input_is_rejected_naming_the_field_and_changes_nothing() {
     let (mut index, _) = build(10, 4, Metric::Cosine);
