@@ -210,9 +210,12 @@ def test_damaged_files_raise_corrupt_data_error(tmp_path: Path, damage: str) -> 
         HnswIndex.load(path)
 
 
-def test_loading_a_missing_file_raises_oserror(tmp_path: Path) -> None:
+def test_missing_files_and_folders_raise_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         HnswIndex.load(tmp_path / "absent.hnsw")
+    with pytest.raises(FileNotFoundError):
+        build(clustered(10, seed=12)).save(tmp_path / "no-such-folder" / "index.hnsw")
+    assert not list(tmp_path.iterdir())
 
 
 def test_wrong_dtype_or_shape_raises_value_error_naming_the_field() -> None:

@@ -26,11 +26,14 @@ impl HnswIndex {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = Path::new(&tmp);
-        let mut file = fs::File::create(tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(tmp, path)?;
-        Ok(())
+        let written = fs::File::create(tmp)
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| fs::rename(tmp, path));
+        if written.is_err() {
+            // Best effort: a failed save leaves neither a partial file nor the old one damaged.
+            let _ = fs::remove_file(tmp);
+        }
+        Ok(written?)
     }
 
     pub fn load(path: &Path) -> Result<Self> {
