@@ -14,6 +14,7 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
 3. Search latency over gRPC (HYBRID, the default mode, top_k 10) at each size
    with 1 and 8 concurrent clients, every call timed end to end at the client:
    query embedding, filter, both indexes, fusion, head reads, gRPC both ways.
+   Then LEXICAL with 8 clients: the same path without the query embedding.
    The 100k vectors are real embeddings of the LoCoMo turns, each repeated with
    a small random perturbation (embedding 100k texts on this machine would take
    over ten minutes); the query embedding is real and inside the measurement.
@@ -149,7 +150,9 @@ def fill_in_process(
     return cube, {"store_only": store_rate, "store_and_index": full_rate}
 
 
-def latency(address: str, cube: str, queries: list[str], clients: int) -> dict[str, float]:
+def latency(
+    address: str, cube: str, queries: list[str], clients: int, mode: str = "HYBRID"
+) -> dict[str, float]:
     from memosd.client import Client
 
     lat: list[float] = []
@@ -162,7 +165,7 @@ def latency(address: str, cube: str, queries: list[str], clients: int) -> dict[s
                 client.search([cube], "warm up the channel", top_k=10)
                 for q in mine:
                     t = time.perf_counter()
-                    hits = client.search([cube], q, top_k=10)
+                    hits = client.search([cube], q, top_k=10, mode=mode)
                     dt = time.perf_counter() - t
                     assert hits, q
                     with lock:
@@ -244,16 +247,21 @@ def main() -> None:
                     used += args.queries
                     entry[f"clients_{clients}"] = r = latency(daemon.address, cube, qs, clients)
                     rows.append((size, clients, r))
+                # The same calls without the query embedding: gRPC + engine alone.
+                entry["lexical_clients_8"] = r = latency(
+                    daemon.address, cube, questions[: args.queries], 8, mode="LEXICAL"
+                )
+                rows.append((size, "8 LEXICAL", r))
                 entry["daemon_rss_mb"] = daemon.rss_bytes() / 2**20
         if not args.no_floor:
             entry["floor"] = floor(embedder, vectors, questions[-args.queries :])
         results["sizes"][size] = entry
 
     print()
-    print(f"{'memories':>9} {'clients':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}")
+    print(f"{'memories':>9} {'clients':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}")
     for size, clients, r in rows:
         print(
-            f"{size:>9,} {clients:>7} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
+            f"{size:>9,} {clients:>10} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
             f" {r['qps']:>7.1f}"
         )
     for size, entry in results["sizes"].items():

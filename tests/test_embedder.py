@@ -14,14 +14,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
-    e = Embedder.default(batch_size=16, quantize=False)
+    e = Embedder.default(batch_size=16)
     e.load()
     return e
 
 
 @pytest.fixture(scope="module")
 def quantized() -> Embedder:
-    return Embedder.default()
+    return Embedder.default(quantize=True)
 
 
 def test_shape_dtype_and_unit_norm(embedder: Embedder) -> None:

@@ -73,11 +73,13 @@ class Embedder:
     on busy cores made single queries several times slower in our measurements
     (bench/RESULTS.md); concurrent requests are batched instead.
 
-    ``quantize`` (default on) runs the Linear layers in dynamic int8: about 2x
-    faster on CPU, and LoCoMo evidence recall of an exact cosine search is the
-    same as with float32 (0.301 against 0.300 at 10, 760 questions). Vectors of
-    the two settings differ (cosine about 0.9-0.99), so keep one setting per
-    data directory; ``quantize=False`` gives the model's exact float32 output.
+    ``quantize`` runs the Linear layers in dynamic int8: about 2x faster on
+    CPU, with the same LoCoMo evidence recall for an exact cosine search (0.301
+    against 0.300 at 10, 760 questions). It is off by default because dynamic
+    quantization scales activations per batch: a text's vector then depends on
+    what else is in its batch (cosine about 0.97 between a query embedded alone
+    and beside seven others), so the same query could rank differently under
+    concurrent load. Keep one setting per data directory.
     """
 
     def __init__(
@@ -87,7 +89,7 @@ class Embedder:
         batch_size: int = 64,
         num_threads: int | None = 1,
         device: str = "cpu",
-        quantize: bool = True,
+        quantize: bool = False,
     ) -> None:
         if batch_size < 1:
             raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
@@ -239,11 +241,7 @@ class Embedder:
 
 
 def _quantize_linear_layers(model: Any) -> None:
-    """Dynamic int8 quantization of every Linear layer, in place (CPU inference).
-
-    Roughly 2-3x faster forward passes for a small BERT on CPU; embeddings move
-    by a cosine distance of about 1e-3.
-    """
+    """Dynamic int8 quantization of every Linear layer, in place (CPU inference)."""
     import warnings
 
     import torch
