@@ -10,7 +10,7 @@
 use super::quant::{self, Coded};
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
 /// Highest layer a node may be drawn at; with m >= 2 reaching it is practically impossible.
 pub(crate) const MAX_LEVEL: usize = 24;
@@ -40,6 +40,9 @@ pub(crate) struct Graph {
     pub levels: Vec<u8>,
     /// Serialises writers of one node's neighbour lists during parallel inserts.
     pub locks: Vec<Mutex<()>>,
+    /// Whether a node's insert has finished. A reused slot can still be reached
+    /// through old edges before that; inserts must not link to it or descend into it.
+    pub linked: Vec<AtomicBool>,
     pub entry: Mutex<Option<Entry>>,
 }
 
@@ -57,6 +60,7 @@ impl Graph {
             upper: Vec::new(),
             levels: Vec::new(),
             locks: Vec::new(),
+            linked: Vec::new(),
             entry: Mutex::new(None),
         }
     }
@@ -84,6 +88,7 @@ impl Graph {
         self.upper.try_reserve(extra).map_err(fail)?;
         self.levels.try_reserve(extra).map_err(fail)?;
         self.locks.try_reserve(extra).map_err(fail)?;
+        self.linked.try_reserve(extra).map_err(fail)?;
         Ok(())
     }
 
@@ -98,6 +103,7 @@ impl Graph {
         self.upper.push(Self::upper_block(level, self.m));
         self.levels.push(level as u8);
         self.locks.push(Mutex::new(()));
+        self.linked.push(AtomicBool::new(false));
         slot
     }
 
@@ -116,6 +122,7 @@ impl Graph {
         for level in 0..=self.level(slot) {
             self.list(slot, level)[0].store(0, Relaxed);
         }
+        self.linked[s].store(false, Relaxed);
     }
 
     #[inline]
@@ -144,6 +151,15 @@ impl Graph {
             self.scales.push(scale);
             self.norms2.push(norm2);
         }
+    }
+
+    #[inline]
+    pub fn is_linked(&self, slot: u32) -> bool {
+        self.linked[slot as usize].load(Relaxed)
+    }
+
+    pub fn mark_linked(&self, slot: u32) {
+        self.linked[slot as usize].store(true, Relaxed);
     }
 
     #[inline]
@@ -221,6 +237,7 @@ impl Graph {
             + upper
             + self.levels.capacity()
             + self.locks.capacity() * std::mem::size_of::<Mutex<()>>()
+            + self.linked.capacity()
     }
 }
 

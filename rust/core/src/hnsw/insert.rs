@@ -40,16 +40,19 @@ impl Searcher<'_> {
         let mut entry_lock = g.entry.lock();
         let Some(entry) = *entry_lock else {
             *entry_lock = Some(Entry { slot: q, level });
+            g.mark_linked(q);
             return;
         };
         // A node that raises the top of the graph keeps the entry locked until it is
         // linked, so no other insert descends from an entry that is not yet reachable.
         let raise = (level > entry.level).then_some(entry_lock);
         let start = self.score(&query, entry.slot);
-        let mut cur = self.descend(&query, start, entry.level, level);
+        let linked = |n: u32| g.is_linked(n);
+        let mut cur = self.descend(&query, start, entry.level, level, linked);
         for layer in (0..=level.min(entry.level)).rev() {
             let found = with_scratch(|s| {
-                self.search_layer(s, &query, cur, ef_construction, layer, |n| n != q);
+                let accept = |n| n != q && g.is_linked(n);
+                self.search_layer(s, &query, cur, ef_construction, layer, accept);
                 s.sorted_results()
             });
             let Some(&nearest) = found.first() else {
@@ -65,6 +68,7 @@ impl Searcher<'_> {
                 self.link_back(n, q, layer);
             }
         }
+        g.mark_linked(q);
         if let Some(mut lock) = raise {
             *lock = Some(Entry { slot: q, level });
         }

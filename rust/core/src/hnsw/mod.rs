@@ -387,7 +387,7 @@ impl HnswIndex {
             return Vec::new();
         };
         let searcher = self.searcher();
-        let start = searcher.descend(q, searcher.score(q, entry.slot), entry.level, 0);
+        let start = searcher.descend(q, searcher.score(q, entry.slot), entry.level, 0, |_| true);
         with_scratch(|s| {
             searcher.search_layer(s, q, start, ef, 0, accept);
             let found: Vec<Scored> = s.results.drain().collect();

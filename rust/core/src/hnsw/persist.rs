@@ -152,6 +152,7 @@ impl HnswIndex {
                 .push(r.lists(level * (m + 1), m + 1, slots)?.into_boxed_slice());
             g.levels.push(level as u8);
             g.locks.push(parking_lot::Mutex::new(()));
+            g.linked.push(true.into());
         }
         if has_entry {
             if entry.slot as usize >= slots || levels[entry.slot as usize] != entry.level {

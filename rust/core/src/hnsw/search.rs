@@ -220,14 +220,21 @@ impl Searcher<'_> {
     }
 
     /// Greedy walk from `start` down to (not into) layer `stop`: on each layer, move to
-    /// the nearest neighbour until none is nearer.
-    pub fn descend(&self, query: &Query<'_>, mut cur: Scored, top: usize, stop: usize) -> Scored {
+    /// the nearest `usable` neighbour until none is nearer.
+    pub fn descend(
+        &self,
+        query: &Query<'_>,
+        mut cur: Scored,
+        top: usize,
+        stop: usize,
+        usable: impl Fn(u32) -> bool,
+    ) -> Scored {
         for level in (stop + 1..=top).rev() {
             loop {
                 let mut moved = false;
                 for n in self.graph.neighbours(cur.slot, level) {
                     let s = self.score(query, n);
-                    if s.dist < cur.dist {
+                    if s.dist < cur.dist && usable(n) {
                         cur = s;
                         moved = true;
                     }
