@@ -24,7 +24,7 @@ import numpy as np
 K1 = 1.2
 B = 0.75
 
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"\w\w+")  # one-character tokens never count
 # A short English stop list (NLTK's, minus contractions).
 _STOP_LIST = """a about above after again against all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further
@@ -40,9 +40,9 @@ def tokenize(text: str) -> list[str]:
     """Index terms of ``text``, in order, with repeats."""
     terms = []
     for tok in _WORD.findall(text.casefold()):
-        if len(tok) < 2 or tok in STOP_WORDS:
+        if tok in STOP_WORDS:
             continue
-        if len(tok) > 3 and tok.endswith("s") and not tok.endswith("ss"):
+        if len(tok) > 3 and tok[-1] == "s" and tok[-2] != "s":
             tok = tok[:-1]
         terms.append(tok)
     return terms
@@ -54,7 +54,7 @@ class LexicalIndex:
     def __init__(self) -> None:
         self._postings: dict[str, dict[int, int]] = {}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._doc_terms: dict[int, Counter[str]] = {}
+        self._doc_terms: dict[int, tuple[str, ...]] = {}  # slot -> its distinct terms
         self._lengths = np.zeros(1024, dtype=np.float32)
         self._total_length = 0
 
@@ -64,12 +64,15 @@ class LexicalIndex:
     def upsert(self, slot: int, text: str) -> None:
         """Index ``text`` as the document in ``slot``, replacing what was there."""
         self.remove(slot)
-        terms = Counter(tokenize(text))
-        self._doc_terms[slot] = terms
+        tokens = tokenize(text)
+        terms = Counter(tokens)
+        self._doc_terms[slot] = tuple(terms)
+        arrays = self._arrays
         for term, tf in terms.items():
             self._postings.setdefault(term, {})[slot] = tf
-            self._arrays.pop(term, None)
-        length = sum(terms.values())
+            if term in arrays:
+                del arrays[term]
+        length = len(tokens)
         if slot >= len(self._lengths):
             grown = np.zeros(max(2 * len(self._lengths), slot + 1), dtype=np.float32)
             grown[: len(self._lengths)] = self._lengths
