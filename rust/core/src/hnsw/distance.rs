@@ -65,11 +65,12 @@ pub(crate) type DistanceFn = fn(&[f32], &[f32]) -> f32;
 
 /// Scales `v` to unit length; `false` when its norm is zero (nothing to normalise).
 pub(crate) fn normalize(v: &mut [f32]) -> bool {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let norm = portable::dot(v, v).sqrt();
     if norm == 0.0 {
         return false;
     }
-    v.iter_mut().for_each(|x| *x /= norm);
+    let inv = 1.0 / norm;
+    v.iter_mut().for_each(|x| *x *= inv);
     true
 }
 

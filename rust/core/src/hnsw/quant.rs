@@ -3,7 +3,7 @@
 //! f32 vectors, and memory traffic, not arithmetic, bounds HNSW search; the final
 //! candidates are re-ranked with the exact f32 distance.
 
-use super::distance::Metric;
+use super::distance::{portable, Metric};
 
 /// A vector's codes with what turns their integer dot product back into a distance.
 #[derive(Clone, Copy)]
@@ -16,13 +16,35 @@ pub(crate) struct Coded<'a> {
 
 /// Appends the codes of `v` to `out`; returns (scale, squared norm).
 pub(crate) fn encode(v: &[f32], out: &mut Vec<i8>) -> (f32, f32) {
-    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let max = max_abs(v);
     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-    out.extend(
-        v.iter()
-            .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
-    );
-    (scale, v.iter().map(|x| x * x).sum())
+    let inv = 1.0 / scale;
+    // Round half away from zero with a truncating cast: unlike `f32::round` (a libm
+    // call per element) this vectorises. |x * inv| <= 127 up to rounding, and `as`
+    // saturates, so codes stay within -127..=127.
+    let start = out.len();
+    out.resize(start + v.len(), 0);
+    for (code, x) in out[start..].iter_mut().zip(v) {
+        let y = x * inv;
+        *code = (y + 0.5f32.copysign(y)) as i8;
+    }
+    (scale, portable::dot(v, v))
+}
+
+/// Largest |x|, in eight independent lanes so that it vectorises.
+fn max_abs(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()));
+    for c in chunks {
+        for (lane, x) in lanes.iter_mut().zip(c) {
+            *lane = lane.max(x.abs());
+        }
+    }
+    lanes.iter().fold(tail, |m, &x| m.max(x))
 }
 
 pub(crate) type CodeDotFn = fn(&[i8], &[i8]) -> i32;
