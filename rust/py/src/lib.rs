@@ -3,11 +3,13 @@
 use pyo3::prelude::*;
 
 mod error;
+mod gemm;
 mod hnsw;
 mod kv;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    gemm::register(m)?;
     hnsw::register(m)?;
     kv::register(m)?;
     Ok(())

@@ -1,0 +1,221 @@
+//! Int8 matrix products for inference: `y = x @ W^T + b` with `x` (m x k, f32)
+//! quantised per row at call time and `W` (n x k, f32, torch's Linear layout)
+//! quantised per output column and packed once.
+//!
+//! Per-row activation scales make each output row a function of its input row
+//! alone: a sentence's embedding does not depend on what else shares its batch.
+//! The integer products are exact, so every kernel (AVX-512 VNNI, AVX2, scalar,
+//! picked at run time) returns bit-identical results.
+
+mod kernel;
+mod packed;
+mod quantize;
+#[cfg(test)]
+mod tests;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+pub use kernel::Kernel;
+use kernel::{MR, PANEL};
+use packed::PackedWeights;
+pub use quantize::quantize_rows_of;
+
+/// Largest reduction length: keeps `255 * 127 * k` (the VNNI kernel's shifted sums)
+/// within i32.
+pub const MAX_IN_FEATURES: usize = 65_536;
+/// Products with at least this many multiply-adds are split across rayon threads;
+/// smaller ones (a single short query) stay on the calling thread.
+const PARALLEL_MACS: usize = 1 << 25;
+
+/// A linear layer with int8 weights.
+pub struct Int8Linear {
+    weights: PackedWeights,
+    bias: Option<Vec<f32>>,
+    kernel: Kernel,
+}
+
+impl Int8Linear {
+    /// Quantises and packs `weight` (row-major `out_features x in_features`) and an
+    /// optional `bias` of `out_features` values. Uses the fastest kernel the CPU has.
+    pub fn new(
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        if out_features == 0 || in_features == 0 {
+            return Err(Error::invalid("weight", "expected a non-empty matrix"));
+        }
+        if in_features > MAX_IN_FEATURES {
+            let msg = format!("at most {MAX_IN_FEATURES} input features, got {in_features}");
+            return Err(Error::invalid("weight", msg));
+        }
+        if Some(weight.len()) != out_features.checked_mul(in_features) {
+            let msg = format!(
+                "expected {out_features} x {in_features} values, got {}",
+                weight.len()
+            );
+            return Err(Error::invalid("weight", msg));
+        }
+        if let Some(b) = bias {
+            if b.len() != out_features {
+                let msg = format!("expected {out_features} values, got {}", b.len());
+                return Err(Error::invalid("bias", msg));
+            }
+            if let Some(v) = b.iter().find(|v| !v.is_finite()) {
+                return Err(Error::invalid("bias", format!("non-finite value {v}")));
+            }
+        }
+        Ok(Int8Linear {
+            weights: PackedWeights::pack(weight, out_features, in_features)?,
+            bias: bias.map(<[f32]>::to_vec),
+            kernel: Kernel::detect(),
+        })
+    }
+
+    /// Runs on `kernel` instead of the detected one (tests and benchmarks compare them).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Self> {
+        if !kernel.available() {
+            let msg = format!("this CPU cannot run the {} kernel", kernel.name());
+            return Err(Error::invalid("kernel", msg));
+        }
+        self.kernel = kernel;
+        Ok(self)
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weights.k
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weights.n
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The weight codes, row-major `out_features x in_features`.
+    pub fn weight_codes(&self) -> Vec<i8> {
+        self.weights.unpack()
+    }
+
+    /// One scale per output feature: `weight[c] ~= weight_codes[c] * weight_scales[c]`.
+    pub fn weight_scales(&self) -> &[f32] {
+        &self.weights.scales
+    }
+
+    /// `x` row-major `m x in_features` -> row-major `m x out_features`:
+    /// `(codes(x) @ weight_codes^T) as f32 * row_scale * weight_scale + bias`.
+    pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; m * self.weights.n];
+        self.forward_into(x, m, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`forward`](Self::forward) into `out` (`m * out_features` values).
+    pub fn forward_into(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        let (k, n) = (self.weights.k, self.weights.n);
+        if Some(x.len()) != m.checked_mul(k) {
+            let msg = format!("expected {m} x {k} values, got {}", x.len());
+            return Err(Error::invalid("x", msg));
+        }
+        if Some(out.len()) != m.checked_mul(n) {
+            let msg = format!("expected {m} x {n} values, got {}", out.len());
+            return Err(Error::invalid("out", msg));
+        }
+        let k4 = self.weights.k4;
+        let (codes, row_scales) = quantize::quantize_rows(x, m, k, k4)?;
+        let chunk = self.rows_per_task(m);
+        let run = |(i, out): (usize, &mut [f32])| {
+            let lo = i * chunk;
+            let rows = out.len() / n;
+            self.product(&codes[lo * k4..(lo + rows) * k4], |r, col, ints| {
+                let scale = row_scales[lo + r];
+                let dst = &mut out[r * n + col..r * n + col + ints.len()];
+                let col_scales = &self.weights.scales[col..col + ints.len()];
+                for ((y, &v), &s) in dst.iter_mut().zip(ints).zip(col_scales) {
+                    *y = v as f32 * scale * s;
+                }
+                if let Some(bias) = &self.bias {
+                    for (y, &b) in dst.iter_mut().zip(&bias[col..col + ints.len()]) {
+                        *y += b;
+                    }
+                }
+            });
+        };
+        if chunk >= m {
+            out.chunks_mut(chunk.max(1) * n).enumerate().for_each(run);
+        } else {
+            out.par_chunks_mut(chunk * n).enumerate().for_each(run);
+        }
+        Ok(())
+    }
+
+    /// The exact integer product of activation codes (row-major `m x in_features`)
+    /// with the weight codes: row-major `m x out_features`.
+    pub fn product_i32(&self, x_codes: &[i8], m: usize) -> Result<Vec<i32>> {
+        let (k, k4, n) = (self.weights.k, self.weights.k4, self.weights.n);
+        if Some(x_codes.len()) != m.checked_mul(k) {
+            let msg = format!("expected {m} x {k} values, got {}", x_codes.len());
+            return Err(Error::invalid("x_codes", msg));
+        }
+        if let Some(q) = x_codes.iter().find(|&&q| q == i8::MIN) {
+            return Err(Error::invalid(
+                "x_codes",
+                format!("code {q} outside [-127, 127]"),
+            ));
+        }
+        let mut padded = vec![0i8; m * k4];
+        for (dst, src) in padded.chunks_exact_mut(k4).zip(x_codes.chunks_exact(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        let mut out = vec![0i32; m * n];
+        self.product(&padded, |r, col, ints| {
+            out[r * n + col..r * n + col + ints.len()].copy_from_slice(ints);
+        });
+        Ok(out)
+    }
+
+    /// Rows per rayon task; `>= m` means run on the calling thread.
+    fn rows_per_task(&self, m: usize) -> usize {
+        let macs = m * self.weights.k * self.weights.n;
+        if macs < PARALLEL_MACS {
+            return m.max(1);
+        }
+        let tasks = 2 * rayon::current_num_threads();
+        m.div_ceil(tasks).div_ceil(MR).max(1) * MR
+    }
+
+    /// Multiplies the padded activation codes (`rows x k4`) with every panel and hands
+    /// each tile's exact sums to `emit(row, first column, sums of the real columns)`.
+    fn product(&self, codes: &[i8], mut emit: impl FnMut(usize, usize, &[i32])) {
+        let (k4, n) = (self.weights.k4, self.weights.n);
+        let rows = codes.len() / k4;
+        let mut acc = [[0i32; PANEL]; MR];
+        for p in 0..self.weights.panels() {
+            let panel = self.weights.panel(p);
+            let col = p * PANEL;
+            let width = PANEL.min(n - col);
+            let shift = &self.weights.shift_sums[col..col + PANEL];
+            for r0 in (0..rows).step_by(MR) {
+                let mr = MR.min(rows - r0);
+                let mut tile_rows: [&[i8]; MR] = [&[]; MR];
+                for (i, slot) in tile_rows.iter_mut().enumerate().take(mr) {
+                    *slot = &codes[(r0 + i) * k4..(r0 + i + 1) * k4];
+                }
+                self.kernel
+                    .tile(&tile_rows[..mr], panel, k4, &mut acc[..mr]);
+                for (i, sums) in acc[..mr].iter_mut().enumerate() {
+                    if self.kernel == Kernel::Avx512Vnni {
+                        for (s, &c) in sums.iter_mut().zip(shift) {
+                            *s -= c;
+                        }
+                    }
+                    emit(r0 + i, col, &sums[..width]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn random(rng: &mut StdRng, len: usize, amp: f32) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-amp..amp)).collect()
+}
+
+fn kernels() -> Vec<Kernel> {
+    [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar]
+        .into_iter()
+        .filter(|k| k.available())
+        .collect()
+}
+
+/// Sum over k of codes, straight from the definition.
+fn reference_i32(x: &[i8], w: &[i8], m: usize, n: usize, k: usize) -> Vec<i32> {
+    let mut out = vec![0i32; m * n];
+    for r in 0..m {
+        for c in 0..n {
+            out[r * n + c] = (0..k)
+                .map(|i| x[r * k + i] as i32 * w[c * k + i] as i32)
+                .sum();
+        }
+    }
+    out
+}
+
+#[test]
+fn detect_picks_an_available_kernel() {
+    assert!(Kernel::detect().available());
+    assert!(Kernel::Scalar.available());
+    for k in [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar] {
+        assert_eq!(Kernel::parse(k.name()), Some(k));
+    }
+}
+
+#[test]
+fn quantisation_is_symmetric_and_per_row() {
+    let (codes, scales) = quantize_rows_of(&[1.0, -2.0, 0.5, 0.0, 0.0, 0.0], 2, 3).unwrap();
+    assert_eq!(codes, vec![64, -127, 32, 0, 0, 0]);
+    assert_eq!(scales, vec![2.0 / 127.0, 0.0]);
+}
+
+#[test]
+fn bad_shapes_and_values_name_the_field() {
+    let field = |e: Error| match e {
+        Error::InvalidArgument { field, .. } => field,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        field(Int8Linear::new(&[0.0; 5], 2, 3, None).err().unwrap()),
+        "weight"
+    );
+    assert_eq!(
+        field(Int8Linear::new(&[], 0, 3, None).err().unwrap()),
+        "weight"
+    );
+    let nan = [f32::NAN; 6];
+    assert_eq!(
+        field(Int8Linear::new(&nan, 2, 3, None).err().unwrap()),
+        "weight"
+    );
+    let bias = Some(&[0.0f32; 3][..]);
+    assert_eq!(
+        field(Int8Linear::new(&[0.0; 6], 2, 3, bias).err().unwrap()),
+        "bias"
+    );
+    let lin = Int8Linear::new(&[1.0; 6], 2, 3, None).unwrap();
+    assert_eq!(field(lin.forward(&[0.0; 5], 2).unwrap_err()), "x");
+    assert_eq!(field(lin.forward(&[f32::INFINITY; 3], 1).unwrap_err()), "x");
+    assert_eq!(
+        field(lin.forward_into(&[0.0; 3], 1, &mut [0.0; 3]).unwrap_err()),
+        "out"
+    );
+    assert_eq!(
+        field(lin.product_i32(&[-128, 0, 0], 1).unwrap_err()),
+        "x_codes"
+    );
+    assert!(lin.forward(&[], 0).unwrap().is_empty());
+}
+
+#[test]
+fn weight_codes_round_trip_through_the_packing() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let (n, k) = (37, 13);
+    let w = random(&mut rng, n * k, 1.0);
+    let lin = Int8Linear::new(&w, n, k, None).unwrap();
+    let mut expected = vec![0i8; n * k];
+    for (c, row) in w.chunks_exact(k).enumerate() {
+        let s = quantize::quantize_slice("weight", row, &mut expected[c * k..(c + 1) * k]);
+        assert_eq!(s.unwrap(), lin.weight_scales()[c]);
+    }
+    assert_eq!(lin.weight_codes(), expected);
+}
+
+#[test]
+fn large_products_split_across_threads_give_the_same_rows() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (m, n, k) = (300, 384, 384);
+    let w = random(&mut rng, n * k, 0.1);
+    let x = random(&mut rng, m * k, 2.0);
+    let lin = Int8Linear::new(&w, n, k, Some(&random(&mut rng, n, 1.0))).unwrap();
+    assert!(lin.rows_per_task(m) < m);
+    let all = lin.forward(&x, m).unwrap();
+    for r in [0, 1, 150, 299] {
+        let alone = lin.forward(&x[r * k..(r + 1) * k], 1).unwrap();
+        assert_eq!(alone, all[r * n..(r + 1) * n]);
+    }
+}
+
+#[test]
+fn dequantised_result_is_close_to_the_float_product() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (m, n, k) = (9, 70, 384);
+    let w = random(&mut rng, n * k, 0.05);
+    let x = random(&mut rng, m * k, 3.0);
+    let bias = random(&mut rng, n, 0.5);
+    let y = Int8Linear::new(&w, n, k, Some(&bias))
+        .unwrap()
+        .forward(&x, m)
+        .unwrap();
+    for r in 0..m {
+        let exact: Vec<f64> = (0..n)
+            .map(|c| {
+                let dot: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                    .sum();
+                dot + bias[c] as f64
+            })
+            .collect();
+        let norm = exact.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let err = (0..n)
+            .map(|c| (y[r * n + c] as f64 - exact[c]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(err / norm < 0.02, "row {r}: relative error {}", err / norm);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_kernel_matches_the_integer_reference(
+        m in 1usize..11, n in 1usize..80, k in 1usize..70, seed in any::<u64>(),
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let w = random(&mut rng, n * k, 1.0);
+        let bias = random(&mut rng, n, 1.0);
+        let x = random(&mut rng, m * k, 4.0);
+        let codes: Vec<i8> = (0..m * k).map(|_| rng.random_range(-127i8..=127)).collect();
+        let base = Int8Linear::new(&w, n, k, Some(&bias)).unwrap();
+        let expected = reference_i32(&codes, &base.weight_codes(), m, n, k);
+        let scalar_out = base.forward(&x, m).unwrap();
+        for kernel in kernels() {
+            let lin = Int8Linear::new(&w, n, k, Some(&bias)).unwrap().with_kernel(kernel).unwrap();
+            prop_assert_eq!(lin.product_i32(&codes, m).unwrap(), expected.clone(), "{:?}", kernel);
+            // Same integers, same epilogue: bit-identical floats.
+            prop_assert_eq!(lin.forward(&x, m).unwrap(), scalar_out.clone(), "{:?}", kernel);
+        }
+    }
+
+    #[test]
+    fn extreme_codes_do_not_saturate(k in 1usize..600, sign in prop::bool::ANY) {
+        let w = vec![if sign { 1.0 } else { -1.0 }; 3 * k];
+        let codes = vec![-127i8; k];
+        let expected = 127 * 127 * k as i32 * if sign { -1 } else { 1 };
+        for kernel in kernels() {
+            let lin = Int8Linear::new(&w, 3, k, None).unwrap().with_kernel(kernel).unwrap();
+            prop_assert_eq!(lin.product_i32(&codes, 1).unwrap(), vec![expected; 3]);
+        }
+    }
+}
