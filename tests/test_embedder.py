@@ -100,3 +100,62 @@ def test_the_daemon_embeds_without_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+# ---- int8 (quantize=True) ---------------------------------------------------------
+
+REAL_TEXTS = [
+    "Caroline went to the LGBTQ support group yesterday and found it really inspiring.",
+    "Melanie painted a sunrise over the lake last year; it hangs in her living room.",
+    "I'm planning a camping trip with my kids next month, probably in the mountains.",
+    "The quarterly report is due on Friday, and finance still needs the revenue figures.",
+    "My doctor told me to cut back on coffee and drink more water during the day.",
+    "We adopted a rescue dog named Biscuit; he is scared of thunderstorms.",
+    "The user prefers green tea over coffee in the morning.",
+    "Reminder: the bus to the airport leaves at 9 from the north entrance.",
+    "She has been learning to play the violin since she was seven years old.",
+    "What did Caroline research for her career in counseling?",
+]
+
+
+@pytest.fixture(scope="module")
+def int8_embedder() -> Embedder:
+    e = Embedder.default(batch_size=16, quantize=True)
+    e.load()
+    return e
+
+
+def test_int8_vectors_are_close_to_float32(embedder: Embedder, int8_embedder: Embedder) -> None:
+    exact = embedder.encode(REAL_TEXTS)
+    quantized = int8_embedder.encode(REAL_TEXTS)
+    assert quantized.shape == exact.shape and quantized.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, rtol=1e-5)
+    cosines = (exact * quantized).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
+    # Not the float32 path under another name.
+    assert cosines.min() < 0.99999
+
+
+def test_int8_ranks_like_float32(embedder: Embedder, int8_embedder: Embedder) -> None:
+    queries = [
+        "what does the user like to drink?",
+        "when does the airport bus leave?",
+        "which pet is afraid of storms?",
+        "what musical instrument does she play?",
+    ]
+    for e in (embedder, int8_embedder):
+        scores = e.encode(queries) @ e.encode(REAL_TEXTS).T
+        assert list(scores.argmax(axis=1)) == [6, 7, 5, 8]
+    exact = embedder.encode(queries) @ embedder.encode(REAL_TEXTS).T
+    quantized = int8_embedder.encode(queries) @ int8_embedder.encode(REAL_TEXTS).T
+    for a, b in zip(exact, quantized, strict=True):
+        assert list(np.argsort(-a)[:3]) == list(np.argsort(-b)[:3])
+
+
+def test_int8_query_vector_does_not_depend_on_its_batch(int8_embedder: Embedder) -> None:
+    query = "what does the user like to drink?"
+    alone = int8_embedder.encode([query])[0]
+    # Seven other texts of other lengths, some much longer: padding and per-row scales
+    # must leave the query's vector as it is (up to float32 rounding in attention).
+    batch = int8_embedder.encode([*REAL_TEXTS[:3], query, *REAL_TEXTS[3:6], "word " * 200])
+    np.testing.assert_allclose(batch[3], alone, atol=1e-5)

@@ -220,3 +220,43 @@ class KvPagePool:
     ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]: ...
     def stats(self) -> dict[str, int]:
         """hits, loads, spills, evictions, resident_bytes, resident_pages, pages."""
+
+# ---- Int8 matrix product (rust/core/src/gemm, rust/py/src/gemm.rs) ------------
+
+__all__ += ["Int8Linear"]
+
+@final
+class Int8Linear:
+    """A linear layer with int8 weights: ``y = x @ weight.T + bias``.
+
+    ``weight`` is float32 ``(out_features, in_features)``, torch's ``Linear`` layout;
+    it is quantised per output feature (symmetric, scale ``max|w| / 127``) and packed
+    once. Each row of ``x`` is quantised on its own at call time, so a row's output
+    does not depend on the other rows. The integer products are exact: every kernel
+    (``"avx512vnni"``, ``"avx2"``, ``"scalar"``; the fastest the CPU has unless
+    ``kernel`` names one) gives bit-identical results. Arrays must be C-contiguous
+    float32; bad input raises ``InvalidArgumentError`` naming the argument.
+    """
+
+    def __new__(
+        cls,
+        weight: npt.NDArray[np.float32],
+        bias: npt.NDArray[np.float32] | None = None,
+        kernel: str | None = None,
+    ) -> Int8Linear: ...
+    @property
+    def in_features(self) -> int: ...
+    @property
+    def out_features(self) -> int: ...
+    @property
+    def kernel(self) -> str:
+        """The kernel the products run on."""
+    def weight_codes(self) -> npt.NDArray[np.int8]:
+        """The int8 weight codes, ``(out_features, in_features)``."""
+    def weight_scales(self) -> npt.NDArray[np.float32]:
+        """One scale per output feature: ``weight ~= weight_codes() * scales[:, None]``."""
+    def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``x`` float32 ``(m, in_features)`` -> float32 ``(m, out_features)``:
+        ``(q(x) @ weight_codes().T) * row_scale * weight_scales() + bias``, where
+        ``q(x) = rint(x * (127 / max|row|))`` and ``row_scale = max|row| / 127``.
+        Large products use all cores; the GIL is released."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -22,26 +23,51 @@ from memosd.errors import FailedPreconditionError
 _QKV = ("query", "key", "value")
 
 
+class _Linear(Protocol):
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class _DenseF32:
+    """``x @ w + b`` in float32 through NumPy's BLAS."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        # Stored (out, in) like torch's Linear; kept (in, out) so x @ w needs no transpose.
+        self.w = np.ascontiguousarray(weight.T, dtype=np.float32)
+        self.b = bias
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x @ self.w + self.b
+
+
+def _dense_int8(weight: np.ndarray, bias: np.ndarray) -> _Linear:
+    """The same product with int8 weights and per-row int8 activations (memosd._native)."""
+    from memosd._native import Int8Linear
+
+    return Int8Linear(np.ascontiguousarray(weight, dtype=np.float32), bias)
+
+
 @dataclass(frozen=True)
 class _Layer:
-    qkv_w: np.ndarray  # (hidden, 3*hidden): query, key and value projections side by side
-    qkv_b: np.ndarray
-    out_w: np.ndarray
-    out_b: np.ndarray
+    qkv: _Linear  # hidden -> 3*hidden: query, key and value projections side by side
+    out: _Linear
     ln1_g: np.ndarray
     ln1_b: np.ndarray
-    up_w: np.ndarray
-    up_b: np.ndarray
-    down_w: np.ndarray
-    down_b: np.ndarray
+    up: _Linear
+    down: _Linear
     ln2_g: np.ndarray
     ln2_b: np.ndarray
 
 
 class BertEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings, float32 (n, hidden)."""
+    """Mean-pooled, L2-normalised sentence embeddings, float32 (n, hidden).
 
-    def __init__(self, model_dir: str | Path) -> None:
+    ``quantize`` runs the four big products of each layer (fused QKV, attention
+    output, FFN up and down) in int8 (``memosd._native.Int8Linear``: weights per
+    output feature, activations per token row, so a text's vector does not depend
+    on the rest of its batch); attention, softmax, layer norms and GELU stay float32.
+    """
+
+    def __init__(self, model_dir: str | Path, *, quantize: bool = False) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -65,12 +91,18 @@ class BertEncoder:
         tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
         self._tokenizer = tokenizer
 
-        def w(name: str) -> np.ndarray:
-            # Stored as (out, in) like torch's Linear; keep (in, out) so x @ w needs no transpose.
-            return np.ascontiguousarray(weights[name].T, dtype=np.float32)
-
         def b(name: str) -> np.ndarray:
             return weights[name].astype(np.float32)
+
+        self.quantize = quantize
+        dense = _dense_int8 if quantize else _DenseF32
+
+        def linear(prefixes: list[str]) -> _Linear:
+            """One product over the listed Linear layers' outputs, side by side."""
+            weight = np.concatenate([weights[p + ".weight"] for p in prefixes], axis=0)
+            return dense(
+                weight.astype(np.float32), np.concatenate([b(p + ".bias") for p in prefixes])
+            )
 
         e = "embeddings."
         self._word = b(e + "word_embeddings.weight")
@@ -83,20 +115,12 @@ class BertEncoder:
             a = p + "attention."
             self._layers.append(
                 _Layer(
-                    qkv_w=np.concatenate(
-                        [w(a + f"self.{n}.weight") for n in ("query", "key", "value")], axis=1
-                    ),
-                    qkv_b=np.concatenate(
-                        [b(a + f"self.{n}.bias") for n in ("query", "key", "value")]
-                    ),
-                    out_w=w(a + "output.dense.weight"),
-                    out_b=b(a + "output.dense.bias"),
+                    qkv=linear([a + f"self.{n}" for n in _QKV]),
+                    out=linear([a + "output.dense"]),
                     ln1_g=b(a + "output.LayerNorm.weight"),
                     ln1_b=b(a + "output.LayerNorm.bias"),
-                    up_w=w(p + "intermediate.dense.weight"),
-                    up_b=b(p + "intermediate.dense.bias"),
-                    down_w=w(p + "output.dense.weight"),
-                    down_b=b(p + "output.dense.bias"),
+                    up=linear([p + "intermediate.dense"]),
+                    down=linear([p + "output.dense"]),
                     ln2_g=b(p + "output.LayerNorm.weight"),
                     ln2_b=b(p + "output.LayerNorm.bias"),
                 )
@@ -131,7 +155,7 @@ class BertEncoder:
     ) -> np.ndarray:
         """One post-norm encoder layer over x of shape (n * length, hidden)."""
         head_dim = self.hidden // self.heads
-        qkv = x @ layer.qkv_w + layer.qkv_b  # (n * L, 3 * hidden)
+        qkv = layer.qkv(x)  # (n * L, 3 * hidden)
         qkv = qkv.reshape(n, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
         scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(head_dim)) + bias
@@ -139,9 +163,9 @@ class BertEncoder:
         np.exp(scores, out=scores)
         scores /= scores.sum(axis=-1, keepdims=True)
         context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
-        x = self._norm(x + context @ layer.out_w + layer.out_b, layer.ln1_g, layer.ln1_b)
-        h = _gelu(x @ layer.up_w + layer.up_b)
-        return self._norm(x + h @ layer.down_w + layer.down_b, layer.ln2_g, layer.ln2_b)
+        x = self._norm(x + layer.out(context), layer.ln1_g, layer.ln1_b)
+        h = _gelu(layer.up(x))
+        return self._norm(x + layer.down(h), layer.ln2_g, layer.ln2_b)
 
     def _norm(self, x: np.ndarray, gain: np.ndarray, shift: np.ndarray) -> np.ndarray:
         mean = x.mean(axis=-1, keepdims=True)

@@ -58,6 +58,7 @@ class SearchConfig:
 class EmbedderConfig:
     batch_size: int = 64
     preload: bool = True
+    quantize: bool = False
 
 
 @dataclass

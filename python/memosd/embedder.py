@@ -73,6 +73,10 @@ class Embedder:
     the gRPC and index threads need the other cores, and BLAS workers spinning
     on busy cores made single queries several times slower in our
     measurements; concurrent requests are batched instead.
+
+    ``quantize`` runs the encoder's big matrix products in int8 (see
+    ``memosd.bert.BertEncoder``): vectors change slightly (cosine to float32 about
+    0.997), so one data directory must keep one setting.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class Embedder:
         *,
         batch_size: int = 64,
         num_threads: int | None = 1,
+        quantize: bool = False,
     ) -> None:
         if batch_size < 1:
             raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
@@ -89,6 +94,7 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.num_threads = num_threads
+        self.quantize = quantize
         self._dim = _read_dim(self.model_dir)
         self._encoder: BertEncoder | None = None
         self._load_lock = threading.Lock()
@@ -114,14 +120,19 @@ class Embedder:
                 from threadpoolctl import threadpool_limits
 
                 threadpool_limits(limits=self.num_threads, user_api="blas")
-            encoder = BertEncoder(self.model_dir)
+            encoder = BertEncoder(self.model_dir, quantize=self.quantize)
             if encoder.hidden != self._dim:
                 raise FailedPreconditionError(
                     f"model at {self.model_dir} embeds to {encoder.hidden} dimensions, "
                     f"its pooling config says {self._dim}"
                 )
             self._encoder = encoder
-            log.info("embedder loaded from %s (dim %d)", self.model_dir, self._dim)
+            log.info(
+                "embedder loaded from %s (dim %d, %s)",
+                self.model_dir,
+                self._dim,
+                "int8" if self.quantize else "float32",
+            )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; row i belongs to texts[i]. Blocks until all rows are done."""

@@ -28,7 +28,9 @@ class Runtime:
         self.started_at = time.time()
         self.store = Store(config.data_dir / "store", map_size=config.store.initial_map_mib << 20)
         try:
-            self.embedder = embedder or Embedder.default(batch_size=config.embedder.batch_size)
+            self.embedder = embedder or Embedder.default(
+                batch_size=config.embedder.batch_size, quantize=config.embedder.quantize
+            )
             self.engine = SearchEngine(config.data_dir / "index", self.store, self.embedder)
             self.engine.open()
         except BaseException:
