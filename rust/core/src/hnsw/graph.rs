@@ -33,6 +33,7 @@ pub(crate) struct Graph {
     pub codes: Vec<i8>,
     pub scales: Vec<f32>,
     pub norms2: Vec<f32>,
+    pub sums: Vec<i32>,
     /// Per slot a block of `m0 + 1` words: the count, then the neighbours.
     pub links0: Vec<AtomicU32>,
     /// Per slot `level` blocks of `m + 1` words for layers 1..=level.
@@ -56,6 +57,7 @@ impl Graph {
             codes: Vec::new(),
             scales: Vec::new(),
             norms2: Vec::new(),
+            sums: Vec::new(),
             links0: Vec::new(),
             upper: Vec::new(),
             levels: Vec::new(),
@@ -84,6 +86,7 @@ impl Graph {
         self.codes.try_reserve(extra * dim).map_err(fail)?;
         self.scales.try_reserve(extra).map_err(fail)?;
         self.norms2.try_reserve(extra).map_err(fail)?;
+        self.sums.try_reserve(extra).map_err(fail)?;
         self.links0.try_reserve(extra * block).map_err(fail)?;
         self.upper.try_reserve(extra).map_err(fail)?;
         self.levels.try_reserve(extra).map_err(fail)?;
@@ -99,6 +102,8 @@ impl Graph {
         let (scale, norm2) = quant::encode(vector, &mut self.codes);
         self.scales.push(scale);
         self.norms2.push(norm2);
+        self.sums
+            .push(quant::code_sum(&self.codes[self.codes.len() - self.dim..]));
         self.links0.extend((0..=self.m0).map(|_| AtomicU32::new(0)));
         self.upper.push(Self::upper_block(level, self.m));
         self.levels.push(level as u8);
@@ -119,6 +124,7 @@ impl Graph {
         let mut code = Vec::with_capacity(self.dim);
         (self.scales[s], self.norms2[s]) = quant::encode(vector, &mut code);
         self.codes[s * self.dim..(s + 1) * self.dim].copy_from_slice(&code);
+        self.sums[s] = quant::code_sum(&code);
         for level in 0..=self.level(slot) {
             self.list(slot, level)[0].store(0, Relaxed);
         }
@@ -138,6 +144,8 @@ impl Graph {
             code: &self.codes[s * self.dim..(s + 1) * self.dim],
             scale: self.scales[s],
             norm2: self.norms2[s],
+            sum: self.sums[s],
+            flipped: &[],
         }
     }
 
@@ -146,10 +154,13 @@ impl Graph {
         self.codes.clear();
         self.scales.clear();
         self.norms2.clear();
+        self.sums.clear();
         for v in self.vectors.chunks_exact(self.dim) {
             let (scale, norm2) = quant::encode(v, &mut self.codes);
             self.scales.push(scale);
             self.norms2.push(norm2);
+            self.sums
+                .push(quant::code_sum(&self.codes[self.codes.len() - self.dim..]));
         }
     }
 
@@ -232,7 +243,7 @@ impl Graph {
         let upper: usize = self.upper.iter().map(|b| b.len() * 4 + 16).sum();
         self.vectors.capacity() * 4
             + self.codes.capacity()
-            + (self.scales.capacity() + self.norms2.capacity()) * 4
+            + (self.scales.capacity() + self.norms2.capacity() + self.sums.capacity()) * 4
             + self.links0.capacity() * 4
             + upper
             + self.levels.capacity()

@@ -12,6 +12,11 @@ pub(crate) struct Coded<'a> {
     pub scale: f32,
     /// Squared norm of the f32 vector (for L2 through the dot product).
     pub norm2: f32,
+    /// Sum of the codes (lets a VNNI product skip the bias correction pass).
+    pub sum: i32,
+    /// For a query: the codes with the sign bit flipped (`code + 128` as bytes), the
+    /// unsigned operand of `vpdpbusd`; empty for stored vectors.
+    pub flipped: &'a [i8],
 }
 
 /// Appends the codes of `v` to `out`; returns (scale, squared norm).
@@ -47,7 +52,7 @@ fn max_abs(v: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &x| m.max(x))
 }
 
-pub(crate) type CodeDotFn = fn(&[i8], &[i8]) -> i32;
+pub(crate) type CodeDotFn = fn(Coded<'_>, Coded<'_>) -> i32;
 
 /// The integer dot-product kernel for this CPU.
 pub(crate) fn code_dot_kernel() -> CodeDotFn {
@@ -57,16 +62,26 @@ pub(crate) fn code_dot_kernel() -> CodeDotFn {
             return vnni::dot;
         }
         if is_x86_feature_detected!("avx2") {
-            return avx2::dot;
+            return |a, b| avx2::dot(a.code, b.code);
         }
     }
-    portable_dot
+    |a, b| portable_dot(a.code, b.code)
+}
+
+/// Sum of the codes.
+pub(crate) fn code_sum(code: &[i8]) -> i32 {
+    code.iter().map(|&c| c as i32).sum()
+}
+
+/// The codes with the sign bit flipped: `c + 128` read as an unsigned byte.
+pub(crate) fn flip(code: &[i8]) -> Vec<i8> {
+    code.iter().map(|&c| c ^ i8::MIN).collect()
 }
 
 /// The approximate distance between two coded vectors.
 #[inline]
 pub(crate) fn approx_distance(metric: Metric, dot: CodeDotFn, a: Coded<'_>, b: Coded<'_>) -> f32 {
-    let d = dot(a.code, b.code) as f32 * a.scale * b.scale;
+    let d = dot(a, b) as f32 * a.scale * b.scale;
     match metric {
         Metric::Cosine | Metric::InnerProduct => 1.0 - d,
         Metric::L2 => (a.norm2 + b.norm2 - 2.0 * d).max(0.0),
@@ -127,11 +142,43 @@ mod avx2 {
 /// the excess `128 * sum(b)` is subtracted, with `sum(b)` from a second `vpdpbusd`.
 #[cfg(target_arch = "x86_64")]
 mod vnni {
+    use super::Coded;
     use std::arch::x86_64::*;
 
-    pub fn dot(a: &[i8], b: &[i8]) -> i32 {
+    /// A query brings its flipped codes, so its product with a stored vector is one
+    /// `vpdpbusd` per 64 bytes minus `128 * b.sum`; two stored vectors take the
+    /// general path.
+    pub fn dot(a: Coded<'_>, b: Coded<'_>) -> i32 {
         // SAFETY: only installed as the kernel after runtime detection of AVX-512 VNNI/BW.
-        unsafe { dot_vnni(a, b) }
+        unsafe {
+            if a.flipped.len() == b.code.len() {
+                dot_flipped(a.flipped, b.code) - 128 * b.sum
+            } else {
+                dot_vnni(a.code, b.code)
+            }
+        }
+    }
+
+    /// Sum of unsigned `a` (flipped codes) times signed `b`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn dot_flipped(a: &[i8], b: &[i8]) -> i32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i < n {
+            // SAFETY: the mask covers only the bytes below n, the length of both slices.
+            let mask: __mmask64 = if n - i >= 64 {
+                !0
+            } else {
+                (1u64 << (n - i)) - 1
+            };
+            let x = _mm512_maskz_loadu_epi8(mask, pa.add(i));
+            let y = _mm512_maskz_loadu_epi8(mask, pb.add(i));
+            acc = _mm512_dpbusd_epi32(acc, x, y);
+            i += 64;
+        }
+        _mm512_reduce_add_epi32(acc)
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -171,7 +218,21 @@ mod tests {
         for n in [0usize, 1, 15, 16, 31, 32, 33, 63, 64, 65, 100, 384] {
             let a: Vec<i8> = (0..n).map(|i| ((i * 37) % 255) as i8).collect();
             let b: Vec<i8> = (0..n).map(|i| ((i * 11 + 5) % 255) as i8).collect();
-            assert_eq!(code_dot_kernel()(&a, &b), portable_dot(&a, &b), "n={n}");
+            let stored = |code| Coded {
+                code,
+                scale: 1.0,
+                norm2: 0.0,
+                sum: code_sum(code),
+                flipped: &[],
+            };
+            let flipped = flip(&a);
+            let query = Coded {
+                flipped: &flipped,
+                ..stored(&a)
+            };
+            let want = portable_dot(&a, &b);
+            assert_eq!(code_dot_kernel()(stored(&a), stored(&b)), want, "n={n}");
+            assert_eq!(code_dot_kernel()(query, stored(&b)), want, "query, n={n}");
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") {
                 assert_eq!(avx2::dot(&a, &b), portable_dot(&a, &b), "n={n}");
@@ -186,7 +247,13 @@ mod tests {
         let (mut ca, mut cb) = (Vec::new(), Vec::new());
         let (sa, na) = encode(&a, &mut ca);
         let (sb, nb) = encode(&b, &mut cb);
-        let coded = |code, scale, norm2| Coded { code, scale, norm2 };
+        let coded = |code, scale, norm2| Coded {
+            code,
+            scale,
+            norm2,
+            sum: code_sum(code),
+            flipped: &[],
+        };
         let approx = approx_distance(
             Metric::L2,
             code_dot_kernel(),

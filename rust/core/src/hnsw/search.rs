@@ -126,6 +126,7 @@ pub(crate) struct Query<'a> {
 /// Codes owned by an external query.
 pub(crate) struct QueryCode {
     code: Vec<i8>,
+    flipped: Vec<i8>,
     scale: f32,
     norm2: f32,
 }
@@ -134,7 +135,13 @@ impl QueryCode {
     pub fn new(vector: &[f32]) -> Self {
         let mut code = Vec::with_capacity(vector.len());
         let (scale, norm2) = quant::encode(vector, &mut code);
-        QueryCode { code, scale, norm2 }
+        let flipped = quant::flip(&code);
+        QueryCode {
+            code,
+            flipped,
+            scale,
+            norm2,
+        }
     }
 
     pub fn query<'a>(&'a self, vector: &'a [f32]) -> Query<'a> {
@@ -144,6 +151,8 @@ impl QueryCode {
                 code: &self.code,
                 scale: self.scale,
                 norm2: self.norm2,
+                sum: quant::code_sum(&self.code),
+                flipped: &self.flipped,
             },
         }
     }
