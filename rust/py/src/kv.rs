@@ -295,7 +295,7 @@ impl SpillTarget for BlobCallbacks {
     fn put(&mut self, page: &[u8]) -> Result<String, PoolError> {
         Python::attach(|py| {
             let digest = self.put.call1(py, (PyBytes::new(py, page),))?;
-            digest.extract::<String>(py).map_err(PyErr::from)
+            digest.extract::<String>(py)
         })
         .map_err(PoolError::Py)
     }
