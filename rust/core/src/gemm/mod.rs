@@ -26,7 +26,10 @@ pub use quantize::quantize_rows_of;
 pub const MAX_IN_FEATURES: usize = 65_536;
 /// Products with at least this many multiply-adds are split across rayon threads;
 /// smaller ones (a single short query) stay on the calling thread.
-const PARALLEL_MACS: usize = 1 << 25;
+const PARALLEL_MACS: usize = 1 << 27;
+/// Activation rows per cache block: their codes (up to 256 x 1536 bytes) stay in L2
+/// while every weight panel passes over them.
+const ROW_BLOCK: usize = 256;
 
 /// A linear layer with int8 weights.
 pub struct Int8Linear {
@@ -194,26 +197,29 @@ impl Int8Linear {
         let (k4, n) = (self.weights.k4, self.weights.n);
         let rows = codes.len() / k4;
         let mut acc = [[0i32; PANEL]; MR];
-        for p in 0..self.weights.panels() {
-            let panel = self.weights.panel(p);
-            let col = p * PANEL;
-            let width = PANEL.min(n - col);
-            let shift = &self.weights.shift_sums[col..col + PANEL];
-            for r0 in (0..rows).step_by(MR) {
-                let mr = MR.min(rows - r0);
-                let mut tile_rows: [&[i8]; MR] = [&[]; MR];
-                for (i, slot) in tile_rows.iter_mut().enumerate().take(mr) {
-                    *slot = &codes[(r0 + i) * k4..(r0 + i + 1) * k4];
-                }
-                self.kernel
-                    .tile(&tile_rows[..mr], panel, k4, &mut acc[..mr]);
-                for (i, sums) in acc[..mr].iter_mut().enumerate() {
-                    if self.kernel == Kernel::Avx512Vnni {
-                        for (s, &c) in sums.iter_mut().zip(shift) {
-                            *s -= c;
-                        }
+        for block in (0..rows).step_by(ROW_BLOCK) {
+            let block_end = rows.min(block + ROW_BLOCK);
+            for p in 0..self.weights.panels() {
+                let panel = self.weights.panel(p);
+                let col = p * PANEL;
+                let width = PANEL.min(n - col);
+                let shift = &self.weights.shift_sums[col..col + PANEL];
+                for r0 in (block..block_end).step_by(MR) {
+                    let mr = MR.min(block_end - r0);
+                    let mut tile_rows: [&[i8]; MR] = [&[]; MR];
+                    for (i, slot) in tile_rows.iter_mut().enumerate().take(mr) {
+                        *slot = &codes[(r0 + i) * k4..(r0 + i + 1) * k4];
                     }
-                    emit(r0 + i, col, &sums[..width]);
+                    self.kernel
+                        .tile(&tile_rows[..mr], panel, k4, &mut acc[..mr]);
+                    for (i, sums) in acc[..mr].iter_mut().enumerate() {
+                        if self.kernel == Kernel::Avx512Vnni {
+                            for (s, &c) in sums.iter_mut().zip(shift) {
+                                *s -= c;
+                            }
+                        }
+                        emit(r0 + i, col, &sums[..width]);
+                    }
                 }
             }
         }

@@ -6,6 +6,15 @@
 
 use crate::error::{Error, Result};
 
+/// `x.round_ties_even()` for |x| < 2^22 without a libm call per element (the crate
+/// targets baseline x86-64, where `roundps` is not available): adding 1.5 * 2^23
+/// pushes the fraction bits out, and the FPU rounds them half to even.
+#[inline(always)]
+fn round_ties_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
 /// Quantises `values`, writing `out[i]` for each `values[i]`; returns the scale
 /// (0 for an all-zero slice). `field` names the input in the error for a non-finite value.
 pub(crate) fn quantize_slice(field: &str, values: &[f32], out: &mut [i8]) -> Result<f32> {
@@ -22,7 +31,7 @@ pub(crate) fn quantize_slice(field: &str, values: &[f32], out: &mut [i8]) -> Res
     }
     let inv = 127.0f32 / amax;
     for (q, &v) in out.iter_mut().zip(values) {
-        *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *q = round_ties_even(v * inv).clamp(-127.0, 127.0) as i8;
     }
     Ok(amax / 127.0)
 }
