@@ -6,20 +6,54 @@ use super::graph::{Entry, Graph, MAX_LEVEL};
 use super::search::{with_scratch, Scored, Searcher};
 use rayon::prelude::*;
 
+/// A node keeps at least `max / MIN_LINKS_DIVISOR` links, pruned or not.
+const MIN_LINKS_DIVISOR: usize = 2;
+
+/// Distances at or below this are rounding noise between equal vectors.
+const DUPLICATE_DISTANCE: f32 = 1e-6;
+
 impl Searcher<'_> {
     /// hnswlib's heuristic: walk the candidates nearest first and keep one only if it
-    /// is nearer to the base than to every neighbour kept so far. This spreads the
-    /// links in all directions, so fewer hops (and a lower ef) reach the same recall.
-    pub fn select_neighbours(&self, sorted: &[Scored], max: usize) -> Vec<u32> {
+    /// is nearer to `base` than to every neighbour kept so far. This spreads the links
+    /// in all directions, so fewer hops (and a lower ef) reach the same recall. It
+    /// compares exact distances: among near-duplicates the code distances differ by
+    /// less than their rounding error, which would prune almost every link and leave
+    /// nodes unreachable.
+    pub fn select_neighbours(&self, base: u32, candidates: &[Scored], max: usize) -> Vec<u32> {
+        let base = self.graph.vector(base);
+        let mut exact: Vec<Scored> = candidates
+            .iter()
+            .map(|c| Scored {
+                dist: (self.exact)(base, self.graph.vector(c.slot)),
+                slot: c.slot,
+            })
+            .collect();
+        exact.sort_unstable();
         let mut kept: Vec<u32> = Vec::with_capacity(max);
-        for c in sorted {
+        let mut pruned: Vec<u32> = Vec::new();
+        for c in &exact {
             if kept.len() >= max {
                 break;
             }
-            if kept.iter().all(|&k| self.between(c.slot, k) >= c.dist) {
+            let v = self.graph.vector(c.slot);
+            let nearest_kept = kept
+                .iter()
+                .map(|&k| (self.exact)(v, self.graph.vector(k)))
+                .fold(f32::INFINITY, f32::min);
+            if nearest_kept >= c.dist {
                 kept.push(c.slot);
+            } else if nearest_kept > DUPLICATE_DISTANCE {
+                // Duplicates of a kept node add no route, so they never fill the floor.
+                pruned.push(c.slot);
             }
         }
+        // A vector near the centre of the others (a "hub") is nearer to each candidate
+        // than the base is, so the heuristic alone would keep only the hub and every
+        // other node would be reachable through the hub's full list alone, i.e. mostly
+        // not at all. The nearest pruned candidates keep a floor of links.
+        let floor = (max / MIN_LINKS_DIVISOR).max(1);
+        let missing = floor.saturating_sub(kept.len());
+        kept.extend(pruned.into_iter().take(missing));
         kept
     }
 
@@ -59,7 +93,7 @@ impl Searcher<'_> {
                 continue;
             };
             cur = nearest;
-            let selected = self.select_neighbours(&found, g.m);
+            let selected = self.select_neighbours(q, &found, g.m);
             {
                 let _own = g.locks[q as usize].lock();
                 g.set_neighbours(q, layer, &selected);
@@ -85,7 +119,7 @@ impl Searcher<'_> {
             return;
         }
         let ranked = self.ranked_around(n, g.neighbours(n, layer).chain([q]));
-        let kept = self.select_neighbours(&ranked, g.capacity(layer));
+        let kept = self.select_neighbours(n, &ranked, g.capacity(layer));
         g.set_neighbours(n, layer, &kept);
     }
 

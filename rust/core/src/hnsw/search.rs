@@ -190,17 +190,6 @@ impl Searcher<'_> {
         }
     }
 
-    /// Approximate distance between two stored nodes.
-    #[inline]
-    pub fn between(&self, a: u32, b: u32) -> f32 {
-        approx_distance(
-            self.metric,
-            self.code_dot,
-            self.graph.coded(a),
-            self.graph.coded(b),
-        )
-    }
-
     /// Exact f32 distance from `query` to `slot`.
     #[inline]
     pub fn exact(&self, query: &Query<'_>, slot: u32) -> Scored {

@@ -102,6 +102,36 @@ fn distances_follow_the_hnswlib_conventions() {
     assert_eq!(d[0], 1.0 - 7.0, "1 - dot");
 }
 
+/// Ten copies of the centre of the data and points around it: the heuristic alone
+/// links every point to the centre only, leaving most points unreachable.
+#[test]
+fn a_hub_with_duplicates_does_not_make_points_unreachable() {
+    let dim = 64;
+    let mut rng = StdRng::seed_from_u64(3);
+    let centre: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut data: Vec<f32> = centre.repeat(10);
+    for _ in 0..190 {
+        data.extend(centre.iter().map(|c| c + rng.random_range(-0.4..0.4)));
+    }
+    let mut index = HnswIndex::new(
+        Params {
+            dim,
+            metric: Metric::Cosine,
+            m: 16,
+            ef_construction: 200,
+        },
+        0,
+    )
+    .unwrap();
+    index.add(&(0..200).collect::<Vec<u64>>(), &data).unwrap();
+    let (ids, _) = index.search(&data, 10, 64, Allowed::All).unwrap();
+    let found_self = (0..200)
+        .filter(|&i| ids[i * 10..(i + 1) * 10].contains(&(i as u64)))
+        .count();
+    assert_eq!(found_self, 200);
+    assert!(recall(&index, &data, 10, 64, Allowed::All, |_| true) >= 0.95);
+}
+
 #[test]
 fn missing_results_are_padded() {
     let empty = HnswIndex::new(params(4, Metric::L2), 0).unwrap();
