@@ -53,6 +53,37 @@ fn exact(index: &HnswIndex, query: &[f32], k: usize, live: impl Fn(u64) -> bool)
     all.into_iter().take(k).map(|(_, id)| id).collect()
 }
 
+/// Whether a walk over layer 0 from the entry reaches every live slot: a search can
+/// return only what this walk reaches, whatever its `ef`.
+fn every_live_slot_is_reachable(index: &HnswIndex) -> bool {
+    let g = &index.graph;
+    let mut seen = vec![false; g.slots()];
+    let mut stack: Vec<u32> = g.entry.lock().iter().map(|e| e.slot).collect();
+    for &s in &stack {
+        seen[s as usize] = true;
+    }
+    while let Some(s) = stack.pop() {
+        for n in g.neighbours(s, 0) {
+            if !std::mem::replace(&mut seen[n as usize], true) {
+                stack.push(n);
+            }
+        }
+    }
+    (0..g.slots()).all(|s| seen[s] || index.deleted[s])
+}
+
+/// `copies` copies of a centre vector, then points around it: the centre is nearer
+/// to every point than the points are to each other (a hub).
+fn hub(n: usize, copies: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let centre: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut data = centre.repeat(copies);
+    for _ in copies..n {
+        data.extend(centre.iter().map(|c| c + rng.random_range(-0.5..0.5)));
+    }
+    data
+}
+
 fn recall(
     index: &HnswIndex,
     queries: &[f32],
@@ -178,6 +209,55 @@ fn deleting_everything_then_adding_again_works() {
     index.add(&(500..800).collect::<Vec<u64>>(), &data).unwrap();
     let r = recall(&index, &data[..8 * 50], 10, 64, Allowed::All, |_| true);
     assert!(r >= 0.95, "{r}");
+}
+
+/// Batches that mix new ids with re-added ones (present or deleted), into the freed
+/// slots of deleted ids, around a hub: every live node stays reachable and a search
+/// for its own vector finds it.
+#[test]
+fn every_node_stays_reachable_around_a_hub_through_deletes_and_re_adds() {
+    let dim = 32;
+    let p = Params {
+        m: 16,
+        ef_construction: 200,
+        ..params(dim, Metric::Cosine)
+    };
+    let data = hub(400, 10, dim, 7);
+    let row = |i: u64| &data[i as usize * dim..(i as usize + 1) * dim];
+    let mut index = HnswIndex::new(p, 0).unwrap();
+    index
+        .add(&(0..200).collect::<Vec<u64>>(), &data[..200 * dim])
+        .unwrap();
+    assert!(
+        every_live_slot_is_reachable(&index),
+        "after the first build"
+    );
+    let mut fresh = 200u64;
+    for round in 0..12u64 {
+        let gone: Vec<u64> = (0..4).map(|j| (round * 17 + j * 41) % 200).collect();
+        index.delete(&gone);
+        // New ids, ids present (one of them in slot 0) and just-deleted ids, in one batch.
+        let mut batch = vec![fresh, fresh + 1, round % 10, 100 + round, gone[0], gone[1]];
+        fresh += 2;
+        batch.dedup();
+        let vectors: Vec<f32> = batch
+            .iter()
+            .flat_map(|&id| row(id % 400).iter().copied())
+            .collect();
+        index.add(&batch, &vectors).unwrap();
+        assert!(every_live_slot_is_reachable(&index), "round {round}");
+    }
+    for s in 0..index.graph.slots() as u32 {
+        if index.deleted[s as usize] {
+            continue;
+        }
+        let id = index.ids[s as usize];
+        let (ids, d) = index
+            .search(index.graph.vector(s), 16, 64, Allowed::All)
+            .unwrap();
+        // Copies of the hub are at distance 0 from each other, so any order among them.
+        assert!(ids.contains(&id) || d[15] <= 1e-6, "id {id} not found");
+    }
 }
 
 #[test]
@@ -374,21 +454,31 @@ enum Op {
     Delete(Vec<u64>),
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (prop::collection::vec(0u64..60, 1..25), any::<u64>()).prop_map(|(ids, seed)| Op::Add(ids, seed)),
-        1 => prop::collection::vec(0u64..60, 1..20).prop_map(Op::Delete),
-    ]
+/// Adds and deletes of ids from a small range, so adds mix new ids with present and
+/// deleted ones, and deletes are often followed by an add of some of the same ids
+/// (their freed slots reused in the same batch as new ids).
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let add = (prop::collection::vec(0u64..60, 1..25), any::<u64>());
+    let op = prop_oneof![
+        3 => add.clone().prop_map(|(ids, seed)| vec![Op::Add(ids, seed)]),
+        1 => prop::collection::vec(0u64..60, 1..20).prop_map(|ids| vec![Op::Delete(ids)]),
+        2 => (prop::collection::vec(0u64..60, 1..8), add).prop_map(|(gone, (mut ids, seed))| {
+            ids.extend(gone.iter().step_by(2));
+            vec![Op::Delete(gone), Op::Add(ids, seed)]
+        }),
+    ];
+    prop::collection::vec(op, 1..12).prop_map(|groups| groups.concat())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Against a model (a map id -> vector): the live set, no deleted or unknown id
-    /// ever returned, slots never exceed the peak live count, results sorted, exact
-    /// filtered scans match brute force, and save/load preserves all of it.
+    /// Against a model (a map id -> vector): the live set, every live node reachable
+    /// from the entry, no deleted or unknown id ever returned, slots never exceed the
+    /// peak live count, results sorted, exact filtered scans match brute force, and
+    /// save/load preserves all of it.
     #[test]
-    fn operations_keep_the_index_consistent(ops in prop::collection::vec(op(), 1..12)) {
+    fn operations_keep_the_index_consistent(ops in ops()) {
         let dim = 6;
         let mut index = HnswIndex::new(params(dim, Metric::L2), 0).unwrap();
         let mut model = std::collections::HashMap::new();
@@ -411,6 +501,7 @@ proptest! {
             peak = peak.max(model.len());
             prop_assert_eq!(index.len(), model.len());
             prop_assert!(index.graph.slots() <= peak);
+            prop_assert!(every_live_slot_is_reachable(&index));
         }
         let queries = clustered(5, dim, 123);
         let (ids, dists) = index.search(&queries, 8, 32, Allowed::All).unwrap();
