@@ -284,3 +284,13 @@ def test_reopen_loads_the_snapshot_instead_of_rebuilding(
         world.reopen()
     assert "1 graphs loaded, 0 rebuilt" in caplog.text
     assert world.search(cube, "gamma delta", mode="VECTOR", top_k=1) == ["gamma delta"]
+
+
+@pytest.mark.parametrize("mode", ["VECTOR", "LEXICAL", "HYBRID"])
+def test_only_plaintext_memories_are_searchable(world: World, mode: str) -> None:
+    cube = world.cube("kinds")
+    world.add(cube, ["activation of the memories about red apples"], type="ACTIVATION")
+    world.add(cube, ["apples are red and sweet"])
+    assert world.search(cube, "red apples", mode=mode, top_k=5) == ["apples are red and sweet"]
+    world.reopen(snapshot=False)  # the rebuild from the store skips them too
+    assert world.search(cube, "red apples", mode=mode, top_k=5) == ["apples are red and sweet"]

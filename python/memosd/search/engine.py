@@ -70,7 +70,8 @@ class SearchEngine:
         seq = self.store.seq
         with self._lock:
             for rec in self.store.iter_heads():
-                self._lexical.upsert(self._table.put(rec), rec.content)
+                if rec.type == "PLAINTEXT":
+                    self._lexical.upsert(self._table.put(rec), rec.content)
         snap = self._read_manifest(seq)
         changed: set[int] = set()
         if snap is not None:
@@ -130,13 +131,25 @@ class SearchEngine:
 
     def apply(self, records: Sequence[MemoryRecord], removed_keys: Sequence[int] = ()) -> None:
         """Take committed heads (any state) and purged keys into the indexes."""
+        with self._vector_lock:
+            self._take(records, removed_keys)
+
+    def _take(self, heads: Iterable[MemoryRecord], removed: Sequence[int]) -> None:
+        """Index ``heads`` and forget ``removed`` (the caller holds _vector_lock).
+
+        Only plaintext memories are searchable: activation and parametric items
+        carry a description, not text to retrieve, so their heads count as removed.
+        """
         needs_vector: list[MemoryRecord] = []
         with self._lock:
-            for key in removed_keys:
+            for key in removed:
                 self._purged.add(key)
                 self._forget(key)
-            for rec in records:
+            for rec in heads:
                 if rec.key in self._purged:
+                    continue
+                if rec.type != "PLAINTEXT":
+                    self._forget(rec.key)
                     continue
                 old = self._table.record(rec.key)
                 if old is not None and old.version > rec.version:
@@ -145,9 +158,8 @@ class SearchEngine:
                 if old is None or old.content != rec.content:
                     self._lexical.upsert(slot, rec.content)
                     needs_vector.append(rec)
-        with self._vector_lock:
-            self._delete_vectors(removed_keys)
-            self._add_vectors(needs_vector)
+        self._delete_vectors(removed)
+        self._add_vectors(needs_vector)
 
     def remove_cube(self, cube_id: str) -> None:
         """Drop every memory of ``cube_id`` from the indexes."""
@@ -211,21 +223,7 @@ class SearchEngine:
                 removed.append(key)
             else:
                 heads.append(head)
-        needs_vector = []
-        with self._lock:
-            for key in removed:
-                self._purged.add(key)
-                self._forget(key)
-            for rec in heads:
-                old = self._table.record(rec.key)
-                if old is not None and old.version > rec.version:
-                    continue
-                slot = self._table.put(rec)
-                if old is None or old.content != rec.content:
-                    self._lexical.upsert(slot, rec.content)
-                    needs_vector.append(rec)
-        self._delete_vectors(removed)
-        self._add_vectors(needs_vector)
+        self._take(heads, removed)
 
     def _reconcile(self, cube_id: str, changed: set[int]) -> None:
         """Make the cube's graph hold exactly the table's keys of that cube, current vectors."""
