@@ -4,6 +4,7 @@ and concurrent use."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from memosd._native import MISSING_ID, HnswIndex, IdFilter
 from memosd.errors import CorruptDataError, InvalidArgumentError
+from memosd.search.lexical import tokenize
 
 DIM = 48
 
@@ -312,3 +314,28 @@ def test_searches_run_safely_while_another_thread_adds_and_deletes() -> None:
         t.join()
     assert not seen_bad
     assert len(index) == 3_000 - 800
+
+
+def hashed_bag_of_words(text: str, dim: int = 64) -> np.ndarray:
+    """The hashing embedder of the search tests: one seeded random vector per token, summed."""
+    v = np.zeros(dim, np.float32)
+    for token in tokenize(text):
+        seed = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "little")
+        v += np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_a_hub_vector_leaves_no_id_unreachable_after_a_delete_and_a_mixed_re_add() -> None:
+    # One-character tokens are dropped, so the first ten texts embed to one vector (the
+    # three shared words), nearer to every other text than those are to each other: the
+    # neighbour heuristic alone links every node to that hub only.
+    texts = [f"memory about topic {i} and color {i % 7}" for i in range(200)]
+    index = HnswIndex(64, "cosine", 16, 200)
+    index.add(np.arange(1, 201, dtype=np.uint64), np.stack([hashed_bag_of_words(t) for t in texts]))
+    index.delete(np.array([2], dtype=np.uint64))
+    late = ["late arrival about giraffes", "brand new text about zebras"]
+    # A new id and a present one (id 1, in the first slot) reusing freed slots in one batch.
+    index.add(np.array([201, 1], dtype=np.uint64), np.stack([hashed_bag_of_words(t) for t in late]))
+    ids, _ = index.search(hashed_bag_of_words("giraffes")[None], k=200, ef_search=400)
+    assert sorted(ids[0].tolist()) == [1, *range(3, 202)]
+    assert ids[0][0] == 201
