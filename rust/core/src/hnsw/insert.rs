@@ -6,7 +6,8 @@ use super::graph::{Entry, Graph, MAX_LEVEL};
 use super::search::{with_scratch, Scored, Searcher};
 use rayon::prelude::*;
 
-/// A node keeps at least `max / MIN_LINKS_DIVISOR` links, pruned or not.
+/// A full list that is re-selected keeps at least `max / MIN_LINKS_DIVISOR` links,
+/// pruned or not; a new node's own list is filled up to `max`.
 const MIN_LINKS_DIVISOR: usize = 2;
 
 /// Distances at or below this are rounding noise between equal vectors.
@@ -19,7 +20,13 @@ impl Searcher<'_> {
     /// compares exact distances: among near-duplicates the code distances differ by
     /// less than their rounding error, which would prune almost every link and leave
     /// nodes unreachable.
-    pub fn select_neighbours(&self, base: u32, candidates: &[Scored], max: usize) -> Vec<u32> {
+    pub fn select_neighbours(
+        &self,
+        base: u32,
+        candidates: &[Scored],
+        max: usize,
+        floor: usize,
+    ) -> Vec<u32> {
         let base = self.graph.vector(base);
         let mut exact: Vec<Scored> = candidates
             .iter()
@@ -51,7 +58,6 @@ impl Searcher<'_> {
         // than the base is, so the heuristic alone would keep only the hub and every
         // other node would be reachable through the hub's full list alone, i.e. mostly
         // not at all. The nearest pruned candidates keep a floor of links.
-        let floor = (max / MIN_LINKS_DIVISOR).max(1);
         let missing = floor.saturating_sub(kept.len());
         kept.extend(pruned.into_iter().take(missing));
         kept
@@ -93,7 +99,9 @@ impl Searcher<'_> {
                 continue;
             };
             cur = nearest;
-            let selected = self.select_neighbours(q, &found, g.m);
+            // A new node fills its list: its nearest candidates then link back to it, so
+            // it gets in-links from more than the one node (a hub) it might keep.
+            let selected = self.select_neighbours(q, &found, g.m, g.m);
             {
                 let _own = g.locks[q as usize].lock();
                 g.set_neighbours(q, layer, &selected);
@@ -119,7 +127,8 @@ impl Searcher<'_> {
             return;
         }
         let ranked = self.ranked_around(n, g.neighbours(n, layer).chain([q]));
-        let kept = self.select_neighbours(n, &ranked, g.capacity(layer));
+        let max = g.capacity(layer);
+        let kept = self.select_neighbours(n, &ranked, max, (max / MIN_LINKS_DIVISOR).max(1));
         g.set_neighbours(n, layer, &kept);
     }
 
