@@ -212,6 +212,23 @@ def test_cancelled_generation_stops_in_the_daemon(api: Api, daemon: DaemonProces
     assert api.run(prompt="Again.", max_new_tokens=2)[1].completion_tokens <= 2
 
 
+def test_generation_stops_when_the_deadline_passes(api: Api, daemon: DaemonProcess) -> None:
+    def ended() -> int:
+        log = daemon.log()
+        return log.count("generation ended (deadline)") + log.count("generation ended (cancelled)")
+
+    before = ended()
+    request = gpb.GenerateRequest(prompt="Count forever.", max_new_tokens=4000)
+    with pytest.raises(grpc.RpcError) as exc:
+        list(api.generate.Generate(request, timeout=1.0))
+    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 30
+    while ended() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ended() == before + 1
+    assert api.run(prompt="Again.", max_new_tokens=2)[1].completion_tokens <= 2
+
+
 def test_another_models_activation_is_refused(
     api: Api, daemon: DaemonProcess, cube: tuple[str, list[str]], tmp_path: Path
 ) -> None:
