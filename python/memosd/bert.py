@@ -175,25 +175,14 @@ class BertEncoder:
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """The exact (erf) GELU that BERT uses."""
-    return x * np.float32(0.5) * (np.float32(1.0) + _erf(x * np.float32(1.0 / np.sqrt(2.0))))
+    """The exact (erf) GELU that BERT uses, in place on the fresh product ``x``."""
+    from scipy.special import erf
 
-
-# Abramowitz and Stegun 7.1.26: erf(x) = 1 - t * P(t) * exp(-x^2), t = 1 / (1 + p*x), x >= 0.
-_ERF_P = np.float32(0.3275911)
-_ERF_COEFFS = [
-    np.float32(c) for c in (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)
-]
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """erf in float32 (NumPy has none); |error| < 1.5e-7."""
-    a = np.abs(x)
-    t = np.float32(1.0) / (np.float32(1.0) + _ERF_P * a)
-    poly = np.zeros_like(t)
-    for c in _ERF_COEFFS:  # Horner, highest power first
-        poly = poly * t + c
-    return np.sign(x) * (np.float32(1.0) - t * poly * np.exp(-a * a))
+    half = x * np.float32(0.5)
+    erf(x * np.float32(1.0 / np.sqrt(2.0)), out=x)
+    x += np.float32(1.0)
+    x *= half
+    return x
 
 
 def _max_seq_length(model_dir: Path, config: dict) -> int:
