@@ -38,6 +38,22 @@ class Servicer:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
 
+async def abort_with(exc: Exception, context: grpc.aio.ServicerContext, name: str) -> None:
+    """Ends the call with ``exc``'s status: a memosd error maps through the one table
+    (InvalidArgumentError names its field in trailing metadata); anything else is a bug,
+    INTERNAL, logged with its traceback. Always raises (grpc's AbortError)."""
+    if isinstance(exc, MemosError):
+        code = status.code_of(exc) or grpc.StatusCode.INTERNAL
+        trailing: tuple[tuple[str, str], ...] = ()
+        if isinstance(exc, InvalidArgumentError):
+            trailing = ((status.FIELD_KEY, exc.field),)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("%s failed", name, exc_info=exc)
+        await context.abort(code, str(exc), trailing_metadata=trailing)
+    log.error("%s failed with an unexpected error", name, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the daemon log")
+
+
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Decorate a servicer method: memosd errors become their status codes."""
 
@@ -45,19 +61,10 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     async def guarded(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await handler(self, request, context)
-        except MemosError as exc:
-            code = status.code_of(exc) or grpc.StatusCode.INTERNAL
-            trailing: tuple[tuple[str, str], ...] = ()
-            if isinstance(exc, InvalidArgumentError):
-                trailing = ((status.FIELD_KEY, exc.field),)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("%s failed", handler.__name__, exc_info=exc)
-            await context.abort(code, str(exc), trailing_metadata=trailing)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception:
-            log.exception("%s failed with an unexpected error", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the daemon log")
+        except Exception as exc:
+            await abort_with(exc, context, handler.__name__)
         raise AssertionError("unreachable: abort raises")
 
     return guarded

@@ -6,17 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
 
-from memosd import status
-from memosd.errors import InvalidArgumentError, MemosError
-from memosd.service.guard import Servicer
-
-log = logging.getLogger(__name__)
+from memosd.service.guard import Servicer, abort_with
 
 Item = TypeVar("Item")
 StreamHandler = Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
@@ -33,19 +28,10 @@ def stream_rpc(handler: StreamHandler) -> StreamHandler:
         try:
             async for response in handler(self, request, context):
                 yield response
-        except MemosError as exc:
-            code = status.code_of(exc) or grpc.StatusCode.INTERNAL
-            trailing: tuple[tuple[str, str], ...] = ()
-            if isinstance(exc, InvalidArgumentError):
-                trailing = ((status.FIELD_KEY, exc.field),)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("%s failed", handler.__name__, exc_info=exc)
-            await context.abort(code, str(exc), trailing_metadata=trailing)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception:
-            log.exception("%s failed with an unexpected error", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the daemon log")
+        except Exception as exc:
+            await abort_with(exc, context, handler.__name__)
 
     return guarded
 
