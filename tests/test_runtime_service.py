@@ -217,10 +217,18 @@ def test_generation_stops_when_the_deadline_passes(api: Api, daemon: DaemonProce
         log = daemon.log()
         return log.count("generation ended (deadline)") + log.count("generation ended (cancelled)")
 
-    before = ended()
     request = gpb.GenerateRequest(prompt="Count forever.", max_new_tokens=4000)
+    # The tiny model is fast: give the call a quarter of what the whole (greedy, so
+    # repeatable) generation takes once the model is loaded.
+    api.run(prompt=request.prompt, max_new_tokens=1)
+    started = time.monotonic()
+    full = api.run(prompt=request.prompt, max_new_tokens=request.max_new_tokens)[1]
+    timeout = (time.monotonic() - started) / 4
+    assert full.completion_tokens > 100
+
+    before = ended()
     with pytest.raises(grpc.RpcError) as exc:
-        list(api.generate.Generate(request, timeout=1.0))
+        list(api.generate.Generate(request, timeout=timeout))
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     deadline = time.monotonic() + 30
     while ended() == before and time.monotonic() < deadline:
