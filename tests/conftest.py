@@ -21,18 +21,14 @@ DAEMON_ENV = {
 
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """One real ``memosd serve`` for the session (starting one loads torch: seconds), stopped
+    """One real ``memosd serve`` for the session (starting one loads the embedder), stopped
     gracefully afterwards. Tests make their own cubes, so they do not see each other's data."""
     data_dir: Path = tmp_path_factory.mktemp("memosd") / "data"
     process = DaemonProcess(data_dir, DAEMON_ENV).start()
     try:
         yield process
     finally:
-        if process.process is not None and process.process.poll() is None:
-            try:
-                process.stop()
-            finally:
-                process.kill()
+        process.shutdown()
 
 
 # ---- model runtime (issue 4) -------------------------------------------------

@@ -75,6 +75,15 @@ class DaemonProcess:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
+    def shutdown(self) -> None:
+        """End a daemon that may still run: gracefully if it can, killed if that fails."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            self.stop()
+        finally:
+            self.kill()
+
     def kill(self) -> None:
         """SIGKILL: no cleanup at all."""
         if self.process is not None and self.process.poll() is None:

@@ -62,11 +62,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterato
     try:
         yield process
     finally:
-        if process.process is not None and process.process.poll() is None:
-            try:
-                process.stop()
-            finally:
-                process.kill()
+        process.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -82,16 +82,8 @@ def pack(
     kv: KvTensors, tokens_per_page: int, encoding: str = "raw", sequence_id: int = 0
 ) -> list[bytes]:
     """Packs into page bytes (f32/f16/bf16 as they are, or int8)."""
-    return kv_pack(
-        _to_numpy(kv.keys),
-        _to_numpy(kv.values),
-        layout=LAYOUT,
-        dtype=dtype_name(kv.keys.dtype),
-        shape=tuple(kv.keys.shape),
-        tokens_per_page=tokens_per_page,
-        encoding=encoding,
-        sequence_id=sequence_id,
-    )
+    options = _pack_options(kv, tokens_per_page, encoding, sequence_id)
+    return kv_pack(_to_numpy(kv.keys), _to_numpy(kv.values), **options)
 
 
 def pack_into_pool(
@@ -103,17 +95,22 @@ def pack_into_pool(
     sequence_id: int = 0,
 ) -> list[str]:
     """Packs straight into ``pool``; returns the page keys."""
-    return pool.pack(
-        prefix,
-        _to_numpy(kv.keys),
-        _to_numpy(kv.values),
-        layout=LAYOUT,
-        dtype=dtype_name(kv.keys.dtype),
-        shape=tuple(kv.keys.shape),
-        tokens_per_page=tokens_per_page,
-        encoding=encoding,
-        sequence_id=sequence_id,
-    )
+    options = _pack_options(kv, tokens_per_page, encoding, sequence_id)
+    return pool.pack(prefix, _to_numpy(kv.keys), _to_numpy(kv.values), **options)
+
+
+def _pack_options(
+    kv: KvTensors, tokens_per_page: int, encoding: str, sequence_id: int
+) -> dict[str, Any]:
+    """The keyword arguments both packers take."""
+    return {
+        "layout": LAYOUT,
+        "dtype": dtype_name(kv.keys.dtype),
+        "shape": tuple(kv.keys.shape),
+        "tokens_per_page": tokens_per_page,
+        "encoding": encoding,
+        "sequence_id": sequence_id,
+    }
 
 
 def _tensors(arrays: tuple[np.ndarray, np.ndarray], dtype: torch.dtype) -> KvTensors:

@@ -233,12 +233,12 @@ class SearchEngine:
         stale = have - want
         if cube is not None and stale:
             cube.delete(stale)
-        todo = (want - have) | (want & changed)
+        missing = (want - have) | (want & changed)
         if not want:
             self._cubes.pop(cube_id, None)
             return
-        if todo or stale:
-            self._add_vectors(r for k in todo if (r := self._table.record(k)) is not None)
+        if missing or stale:
+            self._add_vectors(r for k in missing if (r := self._table.record(k)) is not None)
             self._dirty.add(cube_id)
 
     def _read_manifest(self, store_seq: int) -> manifest.Manifest | None:

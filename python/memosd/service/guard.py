@@ -1,6 +1,6 @@
 """Runs an operation for a servicer: off the event loop, with errors mapped to statuses.
 
-Operations are synchronous (LMDB, torch); they run in the daemon's thread pool
+Operations are synchronous (LMDB, the embedder, the model); they run in the daemon's thread pool
 so the event loop keeps serving. A memosd error becomes its status from the one
 table in memosd.status; anything else is a bug: INTERNAL, logged with its traceback.
 """
