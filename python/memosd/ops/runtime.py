@@ -41,7 +41,7 @@ class Runtime:
         self.access = AccessTracker(self.store)
         self.cubes = Cubes(self.store, self.engine)
         self.memories = Memories(self.store, self.embedder, config.limits)
-        self.search = Search(self.store, self.engine, self.access, config.limits)
+        self.search = Search(self.engine, self.access, config.limits)
         self.model = ModelOps(config, self.store, self.search)
         self.sweeper = Sweeper(self.store, config.lifecycle.sweep_batch)
 

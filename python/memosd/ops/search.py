@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from memosd.config import LimitsConfig
-from memosd.errors import InvalidArgumentError, NotFoundError
+from memosd.errors import InvalidArgumentError
 from memosd.ops import validate
 from memosd.ops.access import AccessTracker
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
-from memosd.store import MemoryRecord, Store
+from memosd.store import MemoryRecord
 
 DEFAULT_TOP_K = 10
 
@@ -18,13 +18,11 @@ DEFAULT_TOP_K = 10
 class Search:
     def __init__(
         self,
-        store: Store,
         engine: SearchEngine,
         access: AccessTracker,
         limits: LimitsConfig,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
         self._engine = engine
         self._access = access
         self._limits = limits
@@ -44,9 +42,7 @@ class Search:
             raise InvalidArgumentError("top_k", f"must be at most {self._limits.max_top_k}")
         if len(query.encode()) > self._limits.max_query_bytes:
             raise InvalidArgumentError("query", f"longer than {self._limits.max_query_bytes} bytes")
-        for cube_id in cube_ids:
-            if not self._store.cube_exists(cube_id):
-                raise NotFoundError(f"cube {cube_id} not found")
+        # The engine refuses unknown cubes (NOT_FOUND) before it embeds the query.
         request = SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
         hits = self._engine.search(request)
         self._access.record((record.key for record, _ in hits), self._clock())
