@@ -6,10 +6,6 @@ use super::graph::{Entry, Graph, MAX_LEVEL};
 use super::search::{with_scratch, Scored, Searcher};
 use rayon::prelude::*;
 
-/// A full list that is re-selected keeps at least `max / MIN_LINKS_DIVISOR` links,
-/// pruned or not; a new node's own list is filled up to `max`.
-const MIN_LINKS_DIVISOR: usize = 2;
-
 /// Distances at or below this are rounding noise between equal vectors.
 const DUPLICATE_DISTANCE: f32 = 1e-6;
 
@@ -38,6 +34,7 @@ impl Searcher<'_> {
         exact.sort_unstable();
         let mut kept: Vec<u32> = Vec::with_capacity(max);
         let mut pruned: Vec<u32> = Vec::new();
+        let mut duplicates: Vec<u32> = Vec::new();
         for c in &exact {
             if kept.len() >= max {
                 break;
@@ -50,16 +47,21 @@ impl Searcher<'_> {
             if nearest_kept >= c.dist {
                 kept.push(c.slot);
             } else if nearest_kept > DUPLICATE_DISTANCE {
-                // Duplicates of a kept node add no route, so they never fill the floor.
                 pruned.push(c.slot);
+            } else {
+                duplicates.push(c.slot);
             }
         }
         // A vector near the centre of the others (a "hub") is nearer to each candidate
         // than the base is, so the heuristic alone would keep only the hub and every
         // other node would be reachable through the hub's full list alone, i.e. mostly
-        // not at all. The nearest pruned candidates keep a floor of links.
+        // not at all. So the list is filled up to `floor` with the nearest pruned
+        // candidates (hnswlib's keepPrunedConnections): a new node fills its whole list,
+        // a full list that is re-selected keeps at least half (filling those too made
+        // builds a third slower). Duplicates of a kept node add no route and come last,
+        // but they come, or a copy could be left with no in-link at all.
         let missing = floor.saturating_sub(kept.len());
-        kept.extend(pruned.into_iter().take(missing));
+        kept.extend(pruned.into_iter().chain(duplicates).take(missing));
         kept
     }
 
@@ -128,38 +130,95 @@ impl Searcher<'_> {
         }
         let ranked = self.ranked_around(n, g.neighbours(n, layer).chain([q]));
         let max = g.capacity(layer);
-        let kept = self.select_neighbours(n, &ranked, max, (max / MIN_LINKS_DIVISOR).max(1));
+        let kept = self.select_neighbours(n, &ranked, max, max / 2);
         g.set_neighbours(n, layer, &kept);
     }
 
-    /// Before slot `s` is reused, takes it out of its neighbours' lists and fills the
-    /// room with the nearest of its other neighbours, so routes that went through `s`
-    /// survive. (Re-running the selection heuristic for every neighbour made an add
-    /// into reused slots twice as slow as an append, at no better recall.) Slots in
-    /// `excluded` (all slots being reused) are never chosen.
-    pub fn repair_around(&self, s: u32, excluded: &[bool]) {
+    /// Before the slots in `excluded` are reused, every node that links to one of
+    /// them gets a new list on that layer: its other links plus the reused slot's own
+    /// links, nearest first, filled to capacity. A node reachable only through a
+    /// reused slot thereby gets in-links from the nodes that used to route to it (the
+    /// consolidation of FreshDiskANN). `into` lists, per layer, the (node, reused slot)
+    /// pairs where the node links to the slot.
+    pub fn repair_around(&self, into: &[Vec<(u32, u32)>], excluded: &[bool]) {
         let g = self.graph;
-        for layer in 0..=g.level(s) {
-            let hood: Vec<u32> = g
-                .neighbours(s, layer)
-                .filter(|&n| !excluded[n as usize])
+        for (layer, pairs) in into.iter().enumerate() {
+            let mut i = 0;
+            while i < pairs.len() {
+                let p = pairs[i].0;
+                let mut candidates: Vec<u32> = g
+                    .neighbours(p, layer)
+                    .filter(|&c| !excluded[c as usize])
+                    .collect();
+                // All reused slots that p links to on this layer (pairs are sorted by node).
+                while i < pairs.len() && pairs[i].0 == p {
+                    let s = pairs[i].1;
+                    candidates.extend(
+                        g.neighbours(s, layer)
+                            .filter(|&c| c != p && !excluded[c as usize] && layer <= g.level(c)),
+                    );
+                    i += 1;
+                }
+                let ranked = self.ranked_around(p, candidates.into_iter());
+                let max = g.capacity(layer);
+                let kept = self.select_neighbours(p, &ranked, max, max);
+                let _lock = g.locks[p as usize].lock();
+                g.set_neighbours(p, layer, &kept);
+            }
+        }
+    }
+
+    /// Links every node that a walk of layer 0 from the entry does not reach into the
+    /// list of its nearest reached neighbour (or the entry's). A full list gives up the
+    /// farthest member that has another in-link. A few passes, as each link can only
+    /// make more nodes reachable.
+    pub fn reconnect_orphans(&self) {
+        let g = self.graph;
+        let Some(entry) = *g.entry.lock() else {
+            return;
+        };
+        for _ in 0..8 {
+            let n = g.slots();
+            let mut in_links = vec![0u32; n];
+            for p in 0..n as u32 {
+                for c in g.neighbours(p, 0) {
+                    in_links[c as usize] += 1;
+                }
+            }
+            let mut reached = vec![false; n];
+            reached[entry.slot as usize] = true;
+            let mut stack = vec![entry.slot];
+            while let Some(p) = stack.pop() {
+                for c in g.neighbours(p, 0) {
+                    if !std::mem::replace(&mut reached[c as usize], true) {
+                        stack.push(c);
+                    }
+                }
+            }
+            let orphans: Vec<u32> = (0..n as u32)
+                .filter(|&u| !reached[u as usize] && g.is_linked(u))
                 .collect();
-            for &n in &hood {
-                if layer > g.level(n) {
+            if orphans.is_empty() {
+                return;
+            }
+            for u in orphans {
+                let host = self
+                    .ranked_around(u, g.neighbours(u, 0).filter(|&c| reached[c as usize]))
+                    .first()
+                    .map_or(entry.slot, |c| c.slot);
+                let _lock = g.locks[host as usize].lock();
+                if g.try_push_neighbour(host, 0, u) {
                     continue;
                 }
-                let mut kept: Vec<u32> = g
-                    .neighbours(n, layer)
-                    .filter(|&c| c != s && !excluded[c as usize])
-                    .collect();
-                let room = g.capacity(layer).saturating_sub(kept.len());
-                let fresh = hood
-                    .iter()
-                    .copied()
-                    .filter(|&c| c != n && !kept.contains(&c));
-                let ranked = self.ranked_around(n, fresh);
-                kept.extend(ranked.iter().take(room).map(|c| c.slot));
-                g.set_neighbours(n, layer, &kept);
+                let mut list: Vec<u32> = g.neighbours(host, 0).collect();
+                let ranked = self.ranked_around(host, list.iter().copied());
+                if let Some(spare) = ranked.iter().rev().find(|c| in_links[c.slot as usize] > 1) {
+                    in_links[spare.slot as usize] -= 1;
+                    if let Some(cell) = list.iter_mut().find(|x| **x == spare.slot) {
+                        *cell = u;
+                    }
+                    g.set_neighbours(host, 0, &list);
+                }
             }
         }
     }

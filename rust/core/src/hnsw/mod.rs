@@ -230,9 +230,15 @@ impl HnswIndex {
         }
         self.graph.reserve(growth)?;
         self.delete(ids);
+        let reusing = !self.free.is_empty();
         let placed = self.place_rows(ids, &last_row, &rows);
-        self.searcher()
-            .insert_all(&placed, self.params.ef_construction);
+        let searcher = self.searcher();
+        searcher.insert_all(&placed, self.params.ef_construction);
+        if reusing {
+            // Reused slots drop the links others had to them; the repair before the
+            // reuse keeps nearly every node reachable, this makes sure of the rest.
+            searcher.reconnect_orphans();
+        }
         self.generation += 1;
         Ok(())
     }
@@ -282,10 +288,21 @@ impl HnswIndex {
         for &s in reused {
             excluded[s as usize] = true;
         }
-        let searcher = self.searcher();
-        for &s in reused {
-            searcher.repair_around(s, &excluded);
+        // Who links to a reused slot, per layer (one pass over every list).
+        let mut into: Vec<Vec<(u32, u32)>> = vec![Vec::new(); graph::MAX_LEVEL + 1];
+        for p in 0..self.graph.slots() as u32 {
+            if excluded[p as usize] {
+                continue;
+            }
+            for (layer, pairs) in into.iter_mut().enumerate().take(self.graph.level(p) + 1) {
+                for c in self.graph.neighbours(p, layer) {
+                    if excluded[c as usize] {
+                        pairs.push((p, c));
+                    }
+                }
+            }
         }
+        self.searcher().repair_around(&into, &excluded);
         let mut entry = self.graph.entry.lock();
         if entry.is_some_and(|e| excluded[e.slot as usize]) {
             *entry = insert::highest_node(&self.graph, &excluded);
