@@ -159,3 +159,24 @@ def test_int8_query_vector_does_not_depend_on_its_batch(int8_embedder: Embedder)
     # must leave the query's vector as it is (up to float32 rounding in attention).
     batch = int8_embedder.encode([*REAL_TEXTS[:3], query, *REAL_TEXTS[3:6], "word " * 200])
     np.testing.assert_allclose(batch[3], alone, atol=1e-5)
+
+
+def test_queries_embed_in_int8_and_memories_in_float32(
+    embedder: Embedder, int8_embedder: Embedder
+) -> None:
+    from memosd._native import Int8Linear
+
+    if Int8Linear(np.ones((1, 4), dtype=np.float32)).kernel == "scalar":
+        pytest.skip("no SIMD int8 kernel here: queries fall back to float32")
+    queries = [*REAL_TEXTS[-1:], "what does the user like to drink?"]
+    as_query = embedder.encode_queries(queries)
+    # The query lane runs the int8 encoder; the memory lane stays float32.
+    np.testing.assert_array_equal(as_query, int8_embedder.encode(queries))
+    cosines = (as_query * embedder.encode(queries)).sum(axis=1)
+    assert cosines.min() >= 0.99 and cosines.max() < 0.99999, cosines
+
+
+def test_float32_queries_when_asked() -> None:
+    e = Embedder.default(quantize_queries=False)
+    queries = ["what does the user like to drink?"]
+    np.testing.assert_array_equal(e.encode_queries(queries), e.encode(queries))

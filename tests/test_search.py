@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from memosd.errors import InvalidArgumentError, NotFoundError
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
+from memosd.search.doctable import DocTable
+from memosd.search.filter import MaskCache
 from memosd.search.lexical import tokenize
 from memosd.store import MemoryDraft, MemoryRecord, Store
 
@@ -37,6 +39,8 @@ class HashingEmbedder:
                 out[i] += np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
             out[i] /= np.linalg.norm(out[i])
         return out
+
+    encode_queries = encode
 
 
 class World:
@@ -297,3 +301,30 @@ def test_only_plaintext_memories_are_searchable(world: World, mode: str) -> None
     assert world.search(cube, "red apples", mode=mode, top_k=5) == ["apples are red and sweet"]
     world.reopen(snapshot=False)  # the rebuild from the store skips them too
     assert world.search(cube, "red apples", mode=mode, top_k=5) == ["apples are red and sweet"]
+
+
+def test_filter_masks_are_reused_only_while_the_table_and_clock_allow(world: World) -> None:
+    cube = world.cube("c")
+    now = time.time()
+    (short,) = world.add(cube, ["short lived"], expires_at=now + 100)
+    (lasting,) = world.add(cube, ["lasting"])
+    table = DocTable()
+    slots = [table.put(short), table.put(lasting)]
+    code = table.cube_code(cube)
+    assert code is not None
+    cache = MaskCache()
+    first = cache.get(table, [code], SearchFilter(), now)
+    assert list(np.flatnonzero(first.mask)) == slots
+    assert cache.get(table, [code], SearchFilter(), now + 50) is first
+    # Another filter gets its own mask.
+    archived = cache.get(table, [code], SearchFilter(states=("ARCHIVED",)), now)
+    assert archived is not first and not archived.mask.any()
+    # Past the first expiry the mask is recomputed without the expired memory.
+    later = cache.get(table, [code], SearchFilter(), now + 101)
+    assert list(np.flatnonzero(later.mask)) == [slots[1]]
+    # Any change to the table invalidates it.
+    (third,) = world.add(cube, ["third"])
+    slots.append(table.put(third))
+    fresh = cache.get(table, [code], SearchFilter(), now + 101)
+    assert list(np.flatnonzero(fresh.mask)) == slots[1:]
+    assert list(fresh.keys_in_cube(code)) == [lasting.key, third.key]

@@ -96,6 +96,7 @@ class BertEncoder:
 
         self.quantize = quantize
         dense = _dense_int8 if quantize else _DenseF32
+        self.int8_kernel: str | None = None  # which native kernel runs the int8 products
 
         def linear(prefixes: list[str]) -> _Linear:
             """One product over the listed Linear layers' outputs, side by side."""
@@ -109,7 +110,7 @@ class BertEncoder:
         self._position = b(e + "position_embeddings.weight")
         self._token_type = b(e + "token_type_embeddings.weight")[0]
         self._ln_g, self._ln_b = b(e + "LayerNorm.weight"), b(e + "LayerNorm.bias")
-        self._layers = []
+        self._layers: list[_Layer] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
             a = p + "attention."
@@ -125,6 +126,12 @@ class BertEncoder:
                     ln2_b=b(p + "output.LayerNorm.bias"),
                 )
             )
+        if quantize:
+            self.int8_kernel = self._layers[0].qkv.kernel  # type: ignore[attr-defined]
+
+    @property
+    def precision(self) -> str:
+        return f"int8 ({self.int8_kernel})" if self.quantize else "float32"
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, (n, L) each, padded to the longest text."""

@@ -59,6 +59,7 @@ class EmbedderConfig:
     batch_size: int = 64
     preload: bool = True
     quantize: bool = False
+    quantize_queries: bool = True
 
 
 @dataclass

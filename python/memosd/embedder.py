@@ -6,10 +6,9 @@ which ships its weights; nothing is ever fetched from a hub.
 
 Concurrent callers are coalesced: while one thread runs the model, texts that
 other threads submit queue up and go through the model together in the next
-batch. On a small CPU a forward pass over eight short queries costs little more
-than one, so under concurrent searches this keeps the query embedding cheap;
-it also makes the embedder thread-safe (fast tokenizers are not). Small
-requests (queries) are served before the remainder of a large ingest batch.
+batch. A forward pass over eight short queries reads the weights once, so under
+concurrent searches this keeps the query embedding cheap. Queries have their own
+lane (and by default int8 products), so they never wait behind an ingest batch.
 """
 
 from __future__ import annotations
@@ -65,86 +64,22 @@ class _Request:
         return self.filled == len(self.order) or self.error is not None
 
 
-class Embedder:
-    """Batched, thread-safe sentence embeddings, L2-normalised float32 of shape (n, dim).
+class _Lane:
+    """One encoder and the callers queued for it.
 
-    ``num_threads`` limits the BLAS threads (process-wide) when the model
-    loads; None leaves the BLAS default. The default is 1: on a small machine
-    the gRPC and index threads need the other cores, and BLAS workers spinning
-    on busy cores made single queries several times slower in our
-    measurements; concurrent requests are batched instead.
-
-    ``quantize`` runs the encoder's big matrix products in int8 (see
-    ``memosd.bert.BertEncoder``): vectors change slightly (cosine to float32 about
-    0.997), so one data directory must keep one setting.
+    While one caller (the leader) runs the model, texts that other threads submit
+    queue up and go through the model together in the next batch. This also makes
+    the encoder thread-safe (fast tokenizers are not).
     """
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        *,
-        batch_size: int = 64,
-        num_threads: int | None = 1,
-        quantize: bool = False,
-    ) -> None:
-        if batch_size < 1:
-            raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
-        if num_threads is not None and num_threads < 1:
-            raise InvalidArgumentError("num_threads", f"must be >= 1, got {num_threads}")
-        self.model_dir = Path(model_dir)
+    def __init__(self, encoder: BertEncoder, batch_size: int) -> None:
+        self.encoder = encoder
         self.batch_size = batch_size
-        self.num_threads = num_threads
-        self.quantize = quantize
-        self._dim = _read_dim(self.model_dir)
-        self._encoder: BertEncoder | None = None
-        self._load_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._pending: list[_Request] = []
         self._busy = False
 
-    @classmethod
-    def default(cls, **kwargs: Any) -> Embedder:
-        """The bundled all-MiniLM-L6-v2 (384 dimensions); loaded lazily on first encode."""
-        return cls(default_model_dir(), **kwargs)
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def load(self) -> None:
-        """Load the model now (otherwise the first ``encode`` does)."""
-        with self._load_lock:
-            if self._encoder is not None:
-                return
-            if self.num_threads is not None:
-                from threadpoolctl import threadpool_limits
-
-                threadpool_limits(limits=self.num_threads, user_api="blas")
-            encoder = BertEncoder(self.model_dir, quantize=self.quantize)
-            if encoder.hidden != self._dim:
-                raise FailedPreconditionError(
-                    f"model at {self.model_dir} embeds to {encoder.hidden} dimensions, "
-                    f"its pooling config says {self._dim}"
-                )
-            self._encoder = encoder
-            log.info(
-                "embedder loaded from %s (dim %d, %s)",
-                self.model_dir,
-                self._dim,
-                "int8" if self.quantize else "float32",
-            )
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts``; row i belongs to texts[i]. Blocks until all rows are done."""
-        if isinstance(texts, str):
-            raise InvalidArgumentError("texts", "expected a sequence of strings, got one string")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidArgumentError(f"texts[{i}]", f"expected str, got {type(t).__name__}")
-        out = np.empty((len(texts), self._dim), dtype=np.float32)
-        if not texts:
-            return out
-        self.load()
+    def encode(self, texts: Sequence[str], out: np.ndarray) -> None:
         lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
         req = _Request(texts=texts, order=np.argsort(-lengths, kind="stable"), out=out)
         with self._queue_lock:
@@ -157,7 +92,6 @@ class Embedder:
             self._lead(req)
         if req.error is not None:
             raise req.error
-        return out
 
     def _lead(self, own: _Request) -> None:
         """Run batches until ``own`` is finished, then hand the lead to a waiting caller.
@@ -178,7 +112,7 @@ class Embedder:
                 batch = self._take_batch()
             texts = [r.texts[int(r.order[i])] for r, lo, hi in batch for i in range(lo, hi)]
             try:
-                vecs = self._forward(texts)
+                vecs = self.encoder.encode(texts)
             except Exception as e:
                 with self._queue_lock:
                     for r, _, _ in batch:
@@ -210,9 +144,119 @@ class Embedder:
             room -= n
         return batch
 
-    def _forward(self, texts: list[str]) -> np.ndarray:
-        assert self._encoder is not None  # encode() loads first
-        return self._encoder.encode(texts)
+
+class Embedder:
+    """Batched, thread-safe sentence embeddings, L2-normalised float32 of shape (n, dim).
+
+    Memories (``encode``) and search queries (``encode_queries``) have a lane each,
+    so that a query never waits behind an ingest batch and each side can run at its
+    own precision.
+
+    ``num_threads`` limits the BLAS threads (process-wide) when the model
+    loads; None leaves the BLAS default. The default is 1: on a small machine
+    the gRPC and index threads need the other cores, and BLAS workers spinning
+    on busy cores made single queries several times slower in our
+    measurements; concurrent requests are batched instead.
+
+    ``quantize`` runs the encoder's big matrix products in int8 for memories (see
+    ``memosd.bert.BertEncoder``): vectors change slightly (cosine to float32 about
+    0.997), so one data directory must keep one setting. ``quantize_queries`` does
+    the same for queries only, where it pays most (a short query is latency-bound)
+    and changes nothing stored; it falls back to float32 on a CPU without an int8
+    kernel (the portable scalar one is slower than BLAS).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        *,
+        batch_size: int = 64,
+        num_threads: int | None = 1,
+        quantize: bool = False,
+        quantize_queries: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidArgumentError("batch_size", f"must be >= 1, got {batch_size}")
+        if num_threads is not None and num_threads < 1:
+            raise InvalidArgumentError("num_threads", f"must be >= 1, got {num_threads}")
+        self.model_dir = Path(model_dir)
+        self.batch_size = batch_size
+        self.num_threads = num_threads
+        self.quantize = quantize
+        self.quantize_queries = quantize_queries
+        self._dim = _read_dim(self.model_dir)
+        self._load_lock = threading.Lock()
+        self._memories: _Lane | None = None
+        self._queries: _Lane | None = None
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> Embedder:
+        """The bundled all-MiniLM-L6-v2 (384 dimensions); loaded lazily on first encode."""
+        return cls(default_model_dir(), **kwargs)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def load(self) -> None:
+        """Load the model now (otherwise the first ``encode`` does)."""
+        with self._load_lock:
+            if self._memories is not None:
+                return
+            if self.num_threads is not None:
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=self.num_threads, user_api="blas")
+            memories = self._encoder(self.quantize)
+            queries = memories
+            if self.quantize_queries != self.quantize:
+                queries = self._encoder(self.quantize_queries)
+                if queries.quantize and queries.int8_kernel == "scalar":
+                    log.warning("no SIMD int8 kernel on this CPU; queries embed in float32")
+                    queries = memories
+            self._memories = _Lane(memories, self.batch_size)
+            self._queries = (
+                self._memories if queries is memories else _Lane(queries, self.batch_size)
+            )
+            log.info(
+                "embedder loaded from %s (dim %d; memories %s, queries %s)",
+                self.model_dir,
+                self._dim,
+                memories.precision,
+                queries.precision,
+            )
+
+    def _encoder(self, quantize: bool) -> BertEncoder:
+        encoder = BertEncoder(self.model_dir, quantize=quantize)
+        if encoder.hidden != self._dim:
+            raise FailedPreconditionError(
+                f"model at {self.model_dir} embeds to {encoder.hidden} dimensions, "
+                f"its pooling config says {self._dim}"
+            )
+        return encoder
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed memory texts; row i belongs to texts[i]. Blocks until all rows are done."""
+        return self._encode(texts, queries=False)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed search queries (at the query precision); row i belongs to texts[i]."""
+        return self._encode(texts, queries=True)
+
+    def _encode(self, texts: Sequence[str], *, queries: bool) -> np.ndarray:
+        if isinstance(texts, str):
+            raise InvalidArgumentError("texts", "expected a sequence of strings, got one string")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidArgumentError(f"texts[{i}]", f"expected str, got {type(t).__name__}")
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        if not texts:
+            return out
+        self.load()
+        lane = self._queries if queries else self._memories
+        assert lane is not None  # load() sets both
+        lane.encode(texts, out)
+        return out
 
 
 def _read_dim(model_dir: Path) -> int:

@@ -29,7 +29,9 @@ class Runtime:
         self.store = Store(config.data_dir / "store", map_size=config.store.initial_map_mib << 20)
         try:
             self.embedder = embedder or Embedder.default(
-                batch_size=config.embedder.batch_size, quantize=config.embedder.quantize
+                batch_size=config.embedder.batch_size,
+                quantize=config.embedder.quantize,
+                quantize_queries=config.embedder.quantize_queries,
             )
             self.engine = SearchEngine(config.data_dir / "index", self.store, self.embedder)
             self.engine.open()

@@ -37,6 +37,7 @@ class DocTable:
         self._cube_size: list[int] = []
         self._tag_slots: dict[str, set[int]] = {}
         self._meta_slots: dict[tuple[str, str], set[int]] = {}
+        self.version = 0  # bumped by every change, so derived masks know when they are stale
         cap = _INITIAL_CAPACITY
         self.keys = np.zeros(cap, dtype=np.uint64)
         self.cube = np.full(cap, NO_CUBE, dtype=np.int32)
@@ -82,6 +83,7 @@ class DocTable:
 
     def put(self, rec: MemoryRecord) -> int:
         """Insert or replace the head of ``rec.key``; returns its slot."""
+        self.version += 1
         slot = self._slot_of.get(rec.key)
         if slot is None:
             slot = self._allocate()
@@ -113,6 +115,7 @@ class DocTable:
         slot = self._slot_of.pop(key, None)
         if slot is None:
             return None
+        self.version += 1
         self._unindex(slot)
         self._records[slot] = None
         self.cube[slot] = NO_CUBE

@@ -30,7 +30,7 @@ import numpy as np
 from memosd.errors import CorruptDataError, MemosError, NotFoundError
 from memosd.search import fusion, manifest
 from memosd.search.doctable import DocTable
-from memosd.search.filter import allowed_mask
+from memosd.search.filter import MaskCache
 from memosd.search.lexical import LexicalIndex
 from memosd.search.query import SearchQuery
 from memosd.search.vector import CubeVectors
@@ -53,6 +53,7 @@ class SearchEngine:
         self.embedder = embedder
         self._table = DocTable()
         self._lexical = LexicalIndex()
+        self._masks = MaskCache()
         self._cubes: dict[str, CubeVectors] = {}
         self._saved: dict[str, str] = {}  # cube id -> file stem of its last saved graph
         self._dirty: set[str] = set()  # cubes whose graph changed since it was saved
@@ -274,7 +275,7 @@ class SearchEngine:
                 raise NotFoundError(f"cube {cube_id} not found")
         qvec = None
         if query.mode != "LEXICAL":
-            qvec = self.embedder.encode([query.query])[0]
+            qvec = self.embedder.encode_queries([query.query])[0]
         depth = query.top_k
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)
@@ -285,20 +286,19 @@ class SearchEngine:
             cubes = [
                 (c, code) for c in query.cube_ids if (code := self._table.cube_code(c)) is not None
             ]
-            mask = allowed_mask(self._table, (code for _, code in cubes), query.filter, now)
+            allowed = self._masks.get(self._table, (code for _, code in cubes), query.filter, now)
             if qvec is not None:
                 for cube_id, code in cubes:
                     graph = self._cubes.get(cube_id)
                     if graph is None:
                         continue
-                    in_cube = mask & (self._table.cube == code)
-                    n = int(np.count_nonzero(in_cube))
-                    if n == 0:
+                    keys = allowed.keys_in_cube(code)
+                    if len(keys) == 0:
                         continue
-                    everything = n == self._table.cube_size(code) == len(graph)
-                    graphs.append((graph, None if everything else self._table.keys[in_cube]))
+                    everything = len(keys) == self._table.cube_size(code) == len(graph)
+                    graphs.append((graph, None if everything else keys))
             if query.mode != "VECTOR":
-                slots, scores = self._lexical.search(query.query, depth, mask)
+                slots, scores = self._lexical.search(query.query, depth, allowed.mask)
                 keys = self._table.keys[slots]
                 lexical = [(int(k), float(s)) for k, s in zip(keys, scores, strict=True)]
         vector: list[tuple[int, float]] = []

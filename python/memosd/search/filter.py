@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from memosd.errors import InvalidArgumentError
-from memosd.search.doctable import STATE_CODE, STATES, DocTable
+from memosd.search.doctable import NEVER, STATE_CODE, STATES, DocTable
 
 if TYPE_CHECKING:
     from memosd.store import MemoryRecord
@@ -87,6 +87,68 @@ class SearchFilter:
             and (self.updated_after is None or rec.updated_at > self.updated_after)
             and (self.updated_before is None or rec.updated_at < self.updated_before)
         )
+
+
+class FilterMask:
+    """A filter's mask over the slots, and what searches derive from it per cube."""
+
+    def __init__(self, mask: np.ndarray, table: DocTable, valid_until: float) -> None:
+        mask.flags.writeable = False  # shared by concurrent searches
+        self.mask = mask
+        self._table = table
+        self.version = table.version
+        self.valid_until = valid_until
+        self._in_cube: dict[int, np.ndarray] = {}
+
+    def keys_in_cube(self, code: int) -> np.ndarray:
+        """Store keys of the allowed slots of cube ``code``."""
+        keys = self._in_cube.get(code)
+        if keys is None:
+            keys = self._in_cube[code] = self._table.keys[self.mask & (self._table.cube == code)]
+        return keys
+
+
+class MaskCache:
+    """Recent filters' masks, reused while the doc table is unchanged and no allowed
+    memory has expired since.
+
+    Searches repeat a few filters (most often the default one), and a mask is a
+    handful of passes over every slot: at 100k memories that was the largest cost
+    of a search after the query embedding. Callers hold the engine's table lock.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._masks: dict[tuple, FilterMask] = {}
+
+    def get(
+        self, table: DocTable, cube_codes: Iterable[int], flt: SearchFilter, now: float
+    ) -> FilterMask:
+        codes = tuple(sorted(set(cube_codes)))
+        key = (codes, _filter_key(flt))
+        cached = self._masks.get(key)
+        if cached is not None and cached.version == table.version and now < cached.valid_until:
+            return cached
+        mask = allowed_mask(table, codes, flt, now)
+        # The mask stays right until the first allowed memory expires.
+        valid_until = float(table.expires[mask].min(initial=NEVER))
+        if len(self._masks) >= self._size:
+            self._masks.clear()
+        fresh = self._masks[key] = FilterMask(mask, table, valid_until)
+        return fresh
+
+
+def _filter_key(flt: SearchFilter) -> tuple:
+    return (
+        flt.tags_any,
+        flt.tags_all,
+        flt.states,
+        tuple(sorted(flt.metadata.items())),
+        flt.created_after,
+        flt.created_before,
+        flt.updated_after,
+        flt.updated_before,
+    )
 
 
 def allowed_mask(
