@@ -10,13 +10,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from memosd.errors import InvalidArgumentError, NotFoundError
+from memosd.config import LimitsConfig
+from memosd.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from memosd.ops.access import AccessTracker
+from memosd.ops.search import Search
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
 from memosd.search.doctable import DocTable
 from memosd.search.filter import MaskCache
@@ -328,3 +332,44 @@ def test_filter_masks_are_reused_only_while_the_table_and_clock_allow(world: Wor
     fresh = cache.get(table, [code], SearchFilter(), now + 101)
     assert list(np.flatnonzero(fresh.mask)) == slots[1:]
     assert list(fresh.keys_in_cube(code)) == [lasting.key, third.key]
+
+
+def test_queued_searches_share_one_embedding_pass_and_keep_their_own_results(
+    world: World,
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT)
+    ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
+    batches: list[int] = []
+    gate = threading.Event()
+    encode = world.embedder.encode_queries
+
+    def held_encode(texts: Sequence[str]) -> np.ndarray:
+        batches.append(len(texts))
+        if len(batches) == 1:
+            gate.wait(10)  # keep the worker busy while more searches queue up
+        return encode(texts)
+
+    world.embedder.encode_queries = held_encode  # type: ignore[method-assign]
+    first = ops.submit([cube], FRUIT[0], 1, "VECTOR", SearchFilter())
+    deadline = time.monotonic() + 10
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.001)
+    queued = [ops.submit([cube], text, 1, "HYBRID", SearchFilter()) for text in FRUIT[1:4]]
+    unknown = ops.submit(["0" * 32], "apples", 1, "HYBRID", SearchFilter())
+    lexical = ops.submit([cube], FRUIT[4], 1, "LEXICAL", SearchFilter())
+    invalid = ops.submit([""], "apples", 1, "HYBRID", SearchFilter())
+    with pytest.raises(InvalidArgumentError):  # refused before it is queued
+        invalid.result(timeout=0)
+    gate.set()
+    assert [rec.content for rec, _ in first.result(10)] == [FRUIT[0]]
+    assert [f.result(10)[0][0].content for f in queued] == FRUIT[1:4]
+    assert lexical.result(10)[0][0].content == FRUIT[4]
+    with pytest.raises(NotFoundError):
+        unknown.result(10)
+    # The three queued vector queries went through the embedder together; the
+    # unknown cube and the lexical query needed no embedding.
+    assert batches == [1, 3]
+    ops.close()
+    with pytest.raises(FailedPreconditionError):
+        ops.submit([cube], "apples", 1, "HYBRID", SearchFilter()).result(0)

@@ -79,8 +79,22 @@ class Page:
     next_page_token: str
 
 
-def _name(enum: object, prefix: str, value: int) -> str:
-    return enum.Name(value).removeprefix(prefix)  # type: ignore[attr-defined, no-any-return]
+def _names(enum: object, prefix: str) -> dict[int, str]:
+    """Value -> short name of a proto enum, looked up once (Name() is slow per call)."""
+    values = enum.DESCRIPTOR.values  # type: ignore[attr-defined]
+    return {v.number: v.name.removeprefix(prefix) for v in values}
+
+
+_TYPE_NAMES = _names(types_pb2.MemoryType, "MEMORY_TYPE_")
+_STATE_NAMES = _names(types_pb2.MemoryState, "MEMORY_STATE_")
+_CHANGE_NAMES = _names(types_pb2.ChangeKind, "CHANGE_KIND_")
+
+
+def _name(names: dict[int, str], value: int) -> str:
+    try:
+        return names[value]
+    except KeyError:
+        raise ValueError(f"unknown enum value {value}") from None
 
 
 def _value(enum: object, prefix: str, name: str, field: str) -> int:
@@ -98,10 +112,10 @@ def memory_from(message: types_pb2.Memory) -> Memory:
     return Memory(
         id=message.id,
         cube_id=message.cube_id,
-        type=_name(types_pb2.MemoryType, "MEMORY_TYPE_", message.type),
+        type=_name(_TYPE_NAMES, message.type),
         content=message.content,
         version=message.version,
-        state=_name(types_pb2.MemoryState, "MEMORY_STATE_", message.state),
+        state=_name(_STATE_NAMES, message.state),
         tags=tuple(message.tags),
         metadata=dict(message.metadata),
         priority=message.priority,
@@ -112,7 +126,7 @@ def memory_from(message: types_pb2.Memory) -> Memory:
         lineage=tuple((ref.memory_id, ref.version) for ref in message.lineage),
         access_count=message.access_count,
         last_access_at=message.last_access_at if message.HasField("last_access_at") else None,
-        change_kind=_name(types_pb2.ChangeKind, "CHANGE_KIND_", message.change_kind),
+        change_kind=_name(_CHANGE_NAMES, message.change_kind),
     )
 
 

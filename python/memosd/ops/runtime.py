@@ -52,8 +52,9 @@ class Runtime:
         self.engine.snapshot()
 
     def close(self) -> None:
-        """Flush access stats, snapshot the index, close the store."""
+        """Finish queued searches, flush access stats, snapshot the index, close the store."""
         try:
+            self.search.close()
             self.access.flush()
             self.snapshot()
         finally:

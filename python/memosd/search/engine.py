@@ -270,12 +270,39 @@ class SearchEngine:
 
         Scores: VECTOR cosine similarity, LEXICAL BM25, HYBRID the fused score.
         """
-        for cube_id in query.cube_ids:
-            if not self.store.cube_exists(cube_id):
-                raise NotFoundError(f"cube {cube_id} not found")
-        qvec = None
-        if query.mode != "LEXICAL":
-            qvec = self.embedder.encode_queries([query.query])[0]
+        (result,) = self.search_many([query])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def search_many(
+        self, queries: Sequence[SearchQuery]
+    ) -> list[list[tuple[MemoryRecord, float]] | Exception]:
+        """``search`` of each query, with one forward pass of the embedder for all of them.
+
+        A query that fails (an unknown cube, before any embedding) gets its error in
+        its place and does not affect the others.
+        """
+        results: list[list[tuple[MemoryRecord, float]] | Exception | None] = []
+        for query in queries:
+            missing = [c for c in query.cube_ids if not self.store.cube_exists(c)]
+            results.append(NotFoundError(f"cube {missing[0]} not found") if missing else None)
+        embed = [i for i, q in enumerate(queries) if results[i] is None and q.mode != "LEXICAL"]
+        vectors = self.embedder.encode_queries([queries[i].query for i in embed])
+        qvecs: list[np.ndarray | None] = [None] * len(queries)
+        for row, i in enumerate(embed):
+            qvecs[i] = vectors[row]
+        for i, query in enumerate(queries):
+            if results[i] is None:
+                try:
+                    results[i] = self._search(query, qvecs[i])
+                except Exception as e:
+                    results[i] = e
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    def _search(
+        self, query: SearchQuery, qvec: np.ndarray | None
+    ) -> list[tuple[MemoryRecord, float]]:
         depth = query.top_k
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)

@@ -8,9 +8,11 @@ English stop words and one-character tokens dropped, and a trailing plural
 
 Scoring is Okapi BM25 (k1 = 1.2, b = 0.75) with corpus statistics (document
 count, document frequency, average length) over every indexed memory. Postings
-live in dicts for cheap incremental updates; each term's postings are turned
-into NumPy arrays on first use after a change, so a query costs a few
-vectorised operations per query term.
+live in dicts for cheap incremental updates; on first use after a change, each
+term's postings become NumPy arrays of slots and of their BM25 term weights
+(everything but the IDF) at the current average length. Any change to the
+corpus statistics drops those weights, so scores are always exact, and a query
+costs one scatter-add per query term while the corpus is unchanged.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class LexicalIndex:
 
     def __init__(self) -> None:
         self._postings: dict[str, dict[int, int]] = {}
+        # term -> (slots, BM25 weight without IDF) at the current average length
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._doc_terms: dict[int, tuple[str, ...]] = {}  # slot -> its distinct terms
         self._lengths = np.zeros(1024, dtype=np.float32)
@@ -67,11 +70,9 @@ class LexicalIndex:
         tokens = tokenize(text)
         terms = Counter(tokens)
         self._doc_terms[slot] = tuple(terms)
-        arrays = self._arrays
         for term, tf in terms.items():
             self._postings.setdefault(term, {})[slot] = tf
-            if term in arrays:
-                del arrays[term]
+        self._arrays.clear()  # the average length changed
         length = len(tokens)
         if slot >= len(self._lengths):
             grown = np.zeros(max(2 * len(self._lengths), slot + 1), dtype=np.float32)
@@ -89,7 +90,7 @@ class LexicalIndex:
             del postings[slot]
             if not postings:
                 del self._postings[term]
-            self._arrays.pop(term, None)
+        self._arrays.clear()
         self._total_length -= int(self._lengths[slot])
         self._lengths[slot] = 0
 
@@ -101,16 +102,14 @@ class LexicalIndex:
         terms = set(tokenize(query))
         if n_docs == 0 or not terms or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        avg_len = self._total_length / n_docs
         scores = np.zeros(len(self._lengths), dtype=np.float32)
         for term in terms:
-            arrays = self._term_arrays(term)
+            arrays = self._term_arrays(term, n_docs)
             if arrays is None:
                 continue
-            slots, tf = arrays
+            slots, weights = arrays
             idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
-            norm = K1 * (1.0 - B + B * self._lengths[slots] / avg_len)
-            scores[slots] += idf * tf * (K1 + 1.0) / (tf + norm)
+            scores[slots] += np.float32(idf) * weights
         if mask is not None:
             n = min(len(mask), len(scores))
             scores[:n][~mask[:n]] = 0.0
@@ -121,7 +120,7 @@ class LexicalIndex:
         hits = hits[np.argsort(-scores[hits], kind="stable")]
         return hits, scores[hits]
 
-    def _term_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._arrays.get(term)
         if arrays is None:
             postings = self._postings.get(term)
@@ -129,5 +128,7 @@ class LexicalIndex:
                 return None
             slots = np.fromiter(postings.keys(), dtype=np.int64, count=len(postings))
             tf = np.fromiter(postings.values(), dtype=np.float32, count=len(postings))
-            arrays = self._arrays[term] = (slots, tf)
+            avg_len = self._total_length / n_docs
+            norm = K1 * (1.0 - B + B * self._lengths[slots] / np.float32(avg_len))
+            arrays = self._arrays[term] = (slots, tf * np.float32(K1 + 1.0) / (tf + norm))
         return arrays

@@ -36,6 +36,17 @@ def mode_name(value: int) -> str:
     return MODE_NAMES[value]
 
 
+def _values(enum: object, prefix: str) -> dict[str, int]:
+    """Short name -> value of a proto enum, looked up once (Value() is slow per call)."""
+    values = enum.DESCRIPTOR.values  # type: ignore[attr-defined]
+    return {v.name.removeprefix(prefix): v.number for v in values}
+
+
+_TYPE_VALUES = _values(types_pb2.MemoryType, "MEMORY_TYPE_")
+_STATE_VALUES = _values(types_pb2.MemoryState, "MEMORY_STATE_")
+_CHANGE_VALUES = _values(types_pb2.ChangeKind, "CHANGE_KIND_")
+
+
 def cube(record: CubeRecord) -> types_pb2.Cube:
     return types_pb2.Cube(
         id=record.id,
@@ -49,10 +60,10 @@ def memory(record: MemoryRecord) -> types_pb2.Memory:
     message = types_pb2.Memory(
         id=record.id,
         cube_id=record.cube_id,
-        type=types_pb2.MemoryType.Value("MEMORY_TYPE_" + record.type),
+        type=_TYPE_VALUES[record.type],
         content=record.content,
         version=record.version,
-        state=types_pb2.MemoryState.Value("MEMORY_STATE_" + record.state),
+        state=_STATE_VALUES[record.state],
         tags=record.tags,
         metadata=record.metadata,
         priority=record.priority,
@@ -63,7 +74,7 @@ def memory(record: MemoryRecord) -> types_pb2.Memory:
             types_pb2.MemoryRef(memory_id=r.memory_id, version=r.version) for r in record.lineage
         ],
         access_count=record.access_count,
-        change_kind=types_pb2.ChangeKind.Value("CHANGE_KIND_" + record.change_kind),
+        change_kind=_CHANGE_VALUES[record.change_kind],
     )
     if record.expires_at is not None:
         message.expires_at = record.expires_at

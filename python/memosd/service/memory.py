@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
 
 import grpc
@@ -78,13 +79,14 @@ class MemoryServicer(Servicer, pb_grpc.MemoryServiceServicer):
         self, request: pb.SearchMemoriesRequest, context: object
     ) -> pb.SearchMemoriesResponse:
         flt = convert.memory_filter(request.filter)
-        hits = await self.run(
-            self.runtime.search.search,
-            tuple(request.cube_ids),
-            request.query,
-            request.top_k,
-            convert.mode_name(request.mode),
-            flt,
+        hits = await asyncio.wrap_future(
+            self.runtime.search.submit(
+                tuple(request.cube_ids),
+                request.query,
+                request.top_k,
+                convert.mode_name(request.mode),
+                flt,
+            )
         )
         return pb.SearchMemoriesResponse(
             hits=[pb.SearchHit(memory=convert.memory(r), score=s) for r, s in hits]
