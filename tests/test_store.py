@@ -40,6 +40,10 @@ def test_add_get_and_versions(store: Store) -> None:
     assert b.key == a.key + 1 and a.id != b.id
     assert store.get(cube.id, a.id) == a
     np.testing.assert_array_equal(store.vector(a.key), vectors[0])
+    found, rows = store.vectors([b.key, b.key + 100, a.key])
+    assert found == [b.key, a.key]
+    np.testing.assert_array_equal(rows, vectors[[1, 0]])
+    assert store.vectors([b.key + 100])[0] == []
     v2 = store.commit_version(cube.id, a.id, edit("alpha 2"), now=3.0)
     assert (v2.version, v2.content, v2.updated_at, v2.created_at) == (2, "alpha 2", 3.0, 2.0)
     assert store.get(cube.id, a.id, 1).content == "alpha"

@@ -199,20 +199,9 @@ class SearchEngine:
             if cube is None:
                 cube = self._cubes[cube_id] = CubeVectors(self.dim)
             for start in range(0, len(keys), _ADD_BATCH):
-                found, vectors = self._vectors_of(keys[start : start + _ADD_BATCH])
+                found, vectors = self.store.vectors(keys[start : start + _ADD_BATCH])
                 cube.add(found, vectors)
             self._dirty.add(cube_id)
-
-    def _vectors_of(self, keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        found, rows = [], []
-        for key in keys:
-            vec = self.store.vector(key)
-            if vec is not None:
-                found.append(key)
-                rows.append(vec)
-        if not rows:
-            return [], np.empty((0, self.dim), dtype=np.float32)
-        return found, np.stack(rows).astype(np.float32, copy=False)
 
     def _catch_up(self) -> None:
         """Apply every change after ``self._seq`` (idempotent; the caller holds _vector_lock)."""

@@ -383,6 +383,20 @@ class Store:
             raw = txn.get(keys.u64(key), db=self._dbs["vectors"])
         return np.frombuffer(raw, dtype="<f4").astype(np.float32) if raw is not None else None
 
+    def vectors(self, memory_keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """The keys that have a vector, and their vectors as rows, read in one transaction."""
+        found, raws = [], []
+        with self._env.read() as txn:
+            for key in memory_keys:
+                raw = txn.get(keys.u64(key), db=self._dbs["vectors"])
+                if raw is not None:
+                    found.append(key)
+                    raws.append(raw)
+        if not raws:
+            return [], np.empty((0, 0), dtype=np.float32)
+        rows = np.frombuffer(b"".join(raws), dtype="<f4").astype(np.float32)
+        return found, rows.reshape(len(raws), -1)
+
     def iter_heads(self, cube_id: str | None = None) -> Iterator[MemoryRecord]:
         """Every head (of one cube, or of all), in key order."""
         after = 0
