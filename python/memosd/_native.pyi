@@ -260,3 +260,12 @@ class Int8Linear:
         ``(q(x) @ weight_codes().T) * row_scale * weight_scales() + bias``, where
         ``q(x) = rint(x * (127 / max|row|))`` and ``row_scale = max|row| / 127``.
         Large products use all cores; the GIL is released."""
+
+# ---- Activations (rust/core/src/activation.rs, rust/py/src/activation.rs) -----
+
+__all__ += ["gelu_in_place"]
+
+def gelu_in_place(x: npt.NDArray[np.float32]) -> None:
+    """BERT's exact (erf) GELU over every element of ``x``, in place (absolute error
+    about 1e-7 times ``1 + |x|``). ``x`` must be a writable C-contiguous float32 array;
+    anything else raises ``InvalidArgumentError`` naming ``x``."""

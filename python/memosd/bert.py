@@ -183,12 +183,9 @@ class BertEncoder:
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     """The exact (erf) GELU that BERT uses, in place on the fresh product ``x``."""
-    from scipy.special import erf
+    from memosd._native import gelu_in_place
 
-    half = x * np.float32(0.5)
-    erf(x * np.float32(1.0 / np.sqrt(2.0)), out=x)
-    x += np.float32(1.0)
-    x *= half
+    gelu_in_place(x)
     return x
 
 

@@ -1,11 +1,13 @@
 //! memosd-core: the pure-Rust core of memosd.
 //!
 //! - [`hnsw`]: approximate nearest-neighbour search (HNSW) with in-graph filtering.
+//! - [`activation`]: BERT's GELU, vectorised.
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
 //!
 //! No Python here: the PyO3 layer lives in `rust/py`.
 
+pub mod activation;
 pub mod error;
 pub mod gemm;
 pub mod hnsw;

@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod activation;
 mod error;
 mod gemm;
 mod hnsw;
@@ -9,6 +10,7 @@ mod kv;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    activation::register(m)?;
     gemm::register(m)?;
     hnsw::register(m)?;
     kv::register(m)?;
