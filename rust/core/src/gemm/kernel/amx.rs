@@ -5,7 +5,9 @@
 //! The packed panels (`packed.rs`) are B tiles as they are: a half panel (16 columns)
 //! over 64 values of k is 16 rows of 64 bytes at a stride of 128. The driver keeps a
 //! block of 32 rows x 32 columns (one panel) in four accumulator tiles, runs the
-//! whole reduction, stores the sums and hands them on row by row.
+//! whole reduction, stores the sums and hands the block on to the epilogue. A lone
+//! row tile (a short query) takes two panels at a time instead, for the same four
+//! independent accumulators.
 //!
 //! Tile state: each call loads the tile configuration on its own thread (rayon
 //! workers included) and releases it before returning, so no thread keeps AMX state
@@ -22,6 +24,7 @@ use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
 use std::sync::OnceLock;
 
 use super::PANEL;
+use crate::gemm::aligned::AlignedBytes;
 
 /// Rows of one tile; a block is two row tiles.
 pub(crate) const TILE_ROWS: usize = 16;
@@ -128,9 +131,9 @@ struct Block([[i32; PANEL]; BLOCK_ROWS]);
 
 /// Multiplies `codes` (`rows x kp` activation codes, row-major) with each of
 /// `panels` packed panels (`panel(p)`, `kp * PANEL` bytes) and calls
-/// `emit(first row, panel index, sums of consecutive rows)` for every block. Rows are taken in blocks
-/// of `row_block` (a multiple of [`BLOCK_ROWS`]) that stay in cache while all
-/// panels pass over them.
+/// `emit(first row, panel index, sums of consecutive rows)` for every block. Rows
+/// are taken in groups of `row_block` (a multiple of [`BLOCK_ROWS`]) that stay in
+/// cache while all panels pass over them.
 ///
 /// # Safety
 /// [`available`] must have returned true; `kp` a non-zero multiple of 64,
@@ -151,7 +154,7 @@ pub(crate) unsafe fn product<'w>(
     // reads 16 rows of this call's memory; the zero rows' sums are not emitted.
     let whole = rows / TILE_ROWS * TILE_ROWS;
     let tail = (whole < rows).then(|| {
-        let mut t = crate::gemm::aligned::AlignedBytes::zeroed(TILE_ROWS * kp);
+        let mut t = AlignedBytes::zeroed(TILE_ROWS * kp);
         t[..(rows - whole) * kp].copy_from_slice(&codes[whole * kp..]);
         t
     });
