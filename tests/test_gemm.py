@@ -7,7 +7,7 @@ import pytest
 from memosd._native import Int8Linear
 from memosd.errors import InvalidArgumentError
 
-KERNELS = ["avx512vnni", "avx2", "scalar"]
+KERNELS = ["amx", "avx512vnni", "avx2", "scalar"]
 
 
 def _quantize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +75,7 @@ def test_bad_input_names_the_field() -> None:
         (lambda: Int8Linear(w, np.ones(3, dtype=np.float32)), "bias"),
         (lambda: Int8Linear(w, np.ones(4, dtype=np.int32)), "bias"),
         (lambda: Int8Linear(w, kernel="sse9"), "kernel"),
+        (lambda: Int8Linear(w, activation="relu"), "activation"),
         (lambda: Int8Linear(w)(np.ones((2, 4), dtype=np.float32)), "x"),
         (lambda: Int8Linear(w)(np.ones((2, 3), dtype=np.float64)), "x"),
         (lambda: Int8Linear(w)(np.ones(3, dtype=np.float32)), "x"),
@@ -85,3 +86,30 @@ def test_bad_input_names_the_field() -> None:
             call()
         assert e.value.field == field, (field, e.value)
     assert Int8Linear(w)(np.zeros((0, 3), dtype=np.float32)).shape == (0, 4)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_shapes_around_the_tile_edges_match_scalar(kernel: str) -> None:
+    """Row counts around 16-row tiles and 32-row blocks, k and n off the tile sizes."""
+    rng = np.random.default_rng(3)
+    layer, w, bias = _layer(kernel, rng, n=81, k=130)
+    scalar = Int8Linear(w, bias, kernel="scalar")
+    for m in (1, 15, 17, 33, 300):
+        x = rng.standard_normal((m, 130), dtype=np.float32)
+        np.testing.assert_array_equal(layer(x), scalar(x))
+
+
+def test_gelu_activation_applies_to_the_product() -> None:
+    from scipy.special import erf
+
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((96, 64), dtype=np.float32) * np.float32(0.3)
+    bias = rng.standard_normal(96, dtype=np.float32)
+    plain = Int8Linear(w, bias)
+    gelu = Int8Linear(w, bias, activation="gelu")
+    assert plain.activation is None and gelu.activation == "gelu"
+    assert "gelu" in repr(gelu)
+    x = rng.standard_normal((20, 64), dtype=np.float32)
+    y = plain(x).astype(np.float64)
+    expected = 0.5 * y * (1 + erf(y / np.sqrt(2)))
+    np.testing.assert_allclose(gelu(x), expected, rtol=0, atol=1e-6 * max(1, np.abs(y).max()))

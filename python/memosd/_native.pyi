@@ -233,9 +233,10 @@ class Int8Linear:
     it is quantised per output feature (symmetric, scale ``max|w| / 127``) and packed
     once. Each row of ``x`` is quantised on its own at call time, so a row's output
     does not depend on the other rows. The integer products are exact: every kernel
-    (``"avx512vnni"``, ``"avx2"``, ``"scalar"``; the fastest the CPU has unless
-    ``kernel`` names one) gives bit-identical results. Arrays must be C-contiguous
-    float32; bad input raises ``InvalidArgumentError`` naming the argument.
+    (``"amx"``, ``"avx512vnni"``, ``"avx2"``, ``"scalar"``; the fastest the CPU and OS
+    allow unless ``kernel`` names one) gives bit-identical results. ``activation``
+    ``"gelu"`` applies BERT's erf GELU to the outputs (erf within 5e-7). Arrays must be
+    C-contiguous float32; bad input raises ``InvalidArgumentError`` naming the argument.
     """
 
     def __new__(
@@ -243,6 +244,7 @@ class Int8Linear:
         weight: npt.NDArray[np.float32],
         bias: npt.NDArray[np.float32] | None = None,
         kernel: str | None = None,
+        activation: str | None = None,
     ) -> Int8Linear: ...
     @property
     def in_features(self) -> int: ...
@@ -251,13 +253,17 @@ class Int8Linear:
     @property
     def kernel(self) -> str:
         """The kernel the products run on."""
+    @property
+    def activation(self) -> str | None:
+        """The activation applied to the outputs, or None."""
     def weight_codes(self) -> npt.NDArray[np.int8]:
         """The int8 weight codes, ``(out_features, in_features)``."""
     def weight_scales(self) -> npt.NDArray[np.float32]:
         """One scale per output feature: ``weight ~= weight_codes() * scales[:, None]``."""
     def __call__(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """``x`` float32 ``(m, in_features)`` -> float32 ``(m, out_features)``:
-        ``(q(x) @ weight_codes().T) * row_scale * weight_scales() + bias``, where
+        ``(q(x) @ weight_codes().T) * row_scale * weight_scales() + bias`` (then the
+        activation, if any), where
         ``q(x) = rint(x * (127 / max|row|))`` and ``row_scale = max|row| / 127``.
         Large products use all cores; the GIL is released."""
 

@@ -3,7 +3,7 @@
 //! Arrays must be C-contiguous float32 (checked here, so the error names the
 //! argument); they are copied, and packing and products run with the GIL released.
 
-use memosd_core::gemm::{Int8Linear as CoreLinear, Kernel};
+use memosd_core::gemm::{Activation, Int8Linear as CoreLinear, Kernel};
 use memosd_core::Error;
 use numpy::ndarray::Array2;
 use numpy::{
@@ -51,12 +51,13 @@ pub struct Int8Linear {
 #[pymethods]
 impl Int8Linear {
     #[new]
-    #[pyo3(signature = (weight, bias = None, kernel = None))]
+    #[pyo3(signature = (weight, bias = None, kernel = None, activation = None))]
     fn new(
         py: Python<'_>,
         weight: &Bound<'_, PyAny>,
         bias: Option<&Bound<'_, PyAny>>,
         kernel: Option<&str>,
+        activation: Option<&str>,
     ) -> PyResult<Self> {
         let w = matrix("weight", weight)?;
         let (out_features, in_features) = (w.shape()[0], w.shape()[1]);
@@ -70,9 +71,19 @@ impl Int8Linear {
         let kernel = match kernel {
             None => None,
             Some(name) => Some(Kernel::parse(name).ok_or_else(|| {
+                let names: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).collect();
                 PyErrWrap(Error::invalid(
                     "kernel",
-                    format!("expected 'avx512vnni', 'avx2' or 'scalar', got {name:?}"),
+                    format!("expected one of {names:?}, got {name:?}"),
+                ))
+            })?),
+        };
+        let activation = match activation {
+            None => None,
+            Some(name) => Some(Activation::parse(name).ok_or_else(|| {
+                PyErrWrap(Error::invalid(
+                    "activation",
+                    format!("expected 'gelu' or None, got {name:?}"),
                 ))
             })?),
         };
@@ -83,7 +94,8 @@ impl Int8Linear {
             None => None,
         };
         let inner = py.detach(|| -> CoreResult<CoreLinear> {
-            let lin = CoreLinear::new(&w, out_features, in_features, b.as_deref())?;
+            let lin = CoreLinear::new(&w, out_features, in_features, b.as_deref())?
+                .with_activation(activation);
             Ok(match kernel {
                 Some(k) => lin.with_kernel(k)?,
                 None => lin,
@@ -105,6 +117,11 @@ impl Int8Linear {
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.kernel().name()
+    }
+
+    #[getter]
+    fn activation(&self) -> Option<&'static str> {
+        self.inner.activation().map(Activation::name)
     }
 
     fn weight_codes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<i8>>> {
@@ -141,8 +158,12 @@ impl Int8Linear {
     }
 
     fn __repr__(&self) -> String {
+        let activation = match self.inner.activation() {
+            Some(a) => format!(", activation={:?}", a.name()),
+            None => String::new(),
+        };
         format!(
-            "Int8Linear(in_features={}, out_features={}, kernel={:?})",
+            "Int8Linear(in_features={}, out_features={}, kernel={:?}{activation})",
             self.inner.in_features(),
             self.inner.out_features(),
             self.inner.kernel().name()

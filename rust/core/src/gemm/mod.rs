@@ -4,9 +4,11 @@
 //!
 //! Per-row activation scales make each output row a function of its input row
 //! alone: a sentence's embedding does not depend on what else shares its batch.
-//! The integer products are exact, so every kernel (AVX-512 VNNI, AVX2, scalar,
-//! picked at run time) returns bit-identical results.
+//! The integer products are exact, so every kernel (AMX-INT8, AVX-512 VNNI, AVX2,
+//! scalar, picked at run time) returns bit-identical results.
 
+mod aligned;
+mod epilogue;
 mod kernel;
 mod packed;
 mod quantize;
@@ -15,7 +17,9 @@ mod tests;
 
 use rayon::prelude::*;
 
+pub use crate::activation::Activation;
 use crate::error::{Error, Result};
+use epilogue::Epilogue;
 pub use kernel::Kernel;
 use kernel::{MR, PANEL};
 use packed::PackedWeights;
@@ -30,11 +34,17 @@ const PARALLEL_MACS: usize = 1 << 27;
 /// Activation rows per cache block: their codes (up to 256 x 1536 bytes) stay in L2
 /// while every weight panel passes over them.
 const ROW_BLOCK: usize = 256;
+/// The same for the AMX kernel (a multiple of its 32-row block). Smaller: each group
+/// of rows is finished (all panels, outputs written) while its 64 x k codes and its
+/// outputs are still in L1/L2; at 2048 rows x 1536 outputs this halved the time
+/// against 256-row groups, and 32 rows measured the same as 64.
+const AMX_ROW_BLOCK: usize = 64;
 
 /// A linear layer with int8 weights.
 pub struct Int8Linear {
     weights: PackedWeights,
     bias: Option<Vec<f32>>,
+    activation: Option<Activation>,
     kernel: Kernel,
 }
 
@@ -73,6 +83,7 @@ impl Int8Linear {
         Ok(Int8Linear {
             weights: PackedWeights::pack(weight, out_features, in_features)?,
             bias: bias.map(<[f32]>::to_vec),
+            activation: None,
             kernel: Kernel::detect(),
         })
     }
@@ -85,6 +96,16 @@ impl Int8Linear {
         }
         self.kernel = kernel;
         Ok(self)
+    }
+
+    /// Applies `activation` to every output (`y = f(x @ W^T + b)`) while it is in cache.
+    pub fn with_activation(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    pub fn activation(&self) -> Option<Activation> {
+        self.activation
     }
 
     pub fn in_features(&self) -> usize {
@@ -110,7 +131,8 @@ impl Int8Linear {
     }
 
     /// `x` row-major `m x in_features` -> row-major `m x out_features`:
-    /// `(codes(x) @ weight_codes^T) as f32 * row_scale * weight_scale + bias`.
+    /// `(codes(x) @ weight_codes^T) as f32 * row_scale * weight_scale + bias`, then the
+    /// activation if there is one.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let mut out = vec![0f32; m * self.weights.n];
         self.forward_into(x, m, &mut out)?;
@@ -128,24 +150,16 @@ impl Int8Linear {
             let msg = format!("expected {m} x {n} values, got {}", out.len());
             return Err(Error::invalid("out", msg));
         }
-        let k4 = self.weights.k4;
-        let (codes, row_scales) = quantize::quantize_rows(x, m, k, k4)?;
+        let kp = self.weights.kp;
+        let (codes, row_scales) = quantize::quantize_rows(x, m, k, kp)?;
         let chunk = self.rows_per_task(m);
+        let epilogue = self.epilogue();
         let run = |(i, out): (usize, &mut [f32])| {
             let lo = i * chunk;
             let rows = out.len() / n;
-            self.product(&codes[lo * k4..(lo + rows) * k4], |r, col, ints| {
-                let scale = row_scales[lo + r];
-                let dst = &mut out[r * n + col..r * n + col + ints.len()];
-                let col_scales = &self.weights.scales[col..col + ints.len()];
-                for ((y, &v), &s) in dst.iter_mut().zip(ints).zip(col_scales) {
-                    *y = v as f32 * scale * s;
-                }
-                if let Some(bias) = &self.bias {
-                    for (y, &b) in dst.iter_mut().zip(&bias[col..col + ints.len()]) {
-                        *y += b;
-                    }
-                }
+            let scales = &row_scales[lo..lo + rows];
+            self.product(&codes[lo * kp..(lo + rows) * kp], |first, col, sums| {
+                epilogue.rows(first, col, sums, scales, out);
             });
         };
         if chunk >= m {
@@ -156,10 +170,19 @@ impl Int8Linear {
         Ok(())
     }
 
+    fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            n: self.weights.n,
+            col_scales: &self.weights.scales,
+            bias: self.bias.as_deref(),
+            activation: self.activation,
+        }
+    }
+
     /// The exact integer product of activation codes (row-major `m x in_features`)
     /// with the weight codes: row-major `m x out_features`.
     pub fn product_i32(&self, x_codes: &[i8], m: usize) -> Result<Vec<i32>> {
-        let (k, k4, n) = (self.weights.k, self.weights.k4, self.weights.n);
+        let (k, kp, n) = (self.weights.k, self.weights.kp, self.weights.n);
         if Some(x_codes.len()) != m.checked_mul(k) {
             let msg = format!("expected {m} x {k} values, got {}", x_codes.len());
             return Err(Error::invalid("x_codes", msg));
@@ -170,13 +193,16 @@ impl Int8Linear {
                 format!("code {q} outside [-127, 127]"),
             ));
         }
-        let mut padded = vec![0i8; m * k4];
-        for (dst, src) in padded.chunks_exact_mut(k4).zip(x_codes.chunks_exact(k)) {
+        let mut padded = aligned::AlignedBytes::zeroed(m * kp);
+        for (dst, src) in padded.chunks_exact_mut(kp).zip(x_codes.chunks_exact(k)) {
             dst[..k].copy_from_slice(src);
         }
         let mut out = vec![0i32; m * n];
-        self.product(&padded, |r, col, ints| {
-            out[r * n + col..r * n + col + ints.len()].copy_from_slice(ints);
+        self.product(&padded, |first, col, sums| {
+            let width = PANEL.min(n - col);
+            for (r, ints) in (first..).zip(sums) {
+                out[r * n + col..r * n + col + width].copy_from_slice(&ints[..width]);
+            }
         });
         Ok(out)
     }
@@ -188,38 +214,61 @@ impl Int8Linear {
             return m.max(1);
         }
         let tasks = 2 * rayon::current_num_threads();
-        m.div_ceil(tasks).div_ceil(MR).max(1) * MR
+        let unit = match self.kernel {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => kernel::amx::BLOCK_ROWS,
+            _ => MR,
+        };
+        m.div_ceil(tasks).div_ceil(unit).max(1) * unit
     }
 
-    /// Multiplies the padded activation codes (`rows x k4`) with every panel and hands
-    /// each tile's exact sums to `emit(row, first column, sums of the real columns)`.
-    fn product(&self, codes: &[i8], mut emit: impl FnMut(usize, usize, &[i32])) {
-        let (k4, n) = (self.weights.k4, self.weights.n);
-        let rows = codes.len() / k4;
+    /// Multiplies the padded activation codes (`rows x kp`) with every panel and hands
+    /// the exact sums on as `emit(first row, first column, sums)`: consecutive rows
+    /// from `first`, each the sums of the panel's `PANEL` columns (padding columns
+    /// past `out_features` included).
+    fn product(&self, codes: &[i8], mut emit: impl FnMut(usize, usize, &[[i32; PANEL]])) {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Amx && !codes.is_empty() {
+            let w = &self.weights;
+            // SAFETY: `with_kernel`/`detect` checked `available()`; `kp` is a non-zero
+            // multiple of 64, the codes `rows x kp` and the panels `kp * PANEL` bytes.
+            unsafe {
+                kernel::amx::product(
+                    codes,
+                    w.kp,
+                    w.panels(),
+                    |p| w.panel(p),
+                    AMX_ROW_BLOCK,
+                    |r, p, sums| emit(r, p * PANEL, sums),
+                );
+            }
+            return;
+        }
+        let kp = self.weights.kp;
+        let rows = codes.len() / kp;
         let mut acc = [[0i32; PANEL]; MR];
         for block in (0..rows).step_by(ROW_BLOCK) {
             let block_end = rows.min(block + ROW_BLOCK);
             for p in 0..self.weights.panels() {
                 let panel = self.weights.panel(p);
                 let col = p * PANEL;
-                let width = PANEL.min(n - col);
                 let shift = &self.weights.shift_sums[col..col + PANEL];
                 for r0 in (block..block_end).step_by(MR) {
                     let mr = MR.min(block_end - r0);
                     let mut tile_rows: [&[i8]; MR] = [&[]; MR];
                     for (i, slot) in tile_rows.iter_mut().enumerate().take(mr) {
-                        *slot = &codes[(r0 + i) * k4..(r0 + i + 1) * k4];
+                        *slot = &codes[(r0 + i) * kp..(r0 + i + 1) * kp];
                     }
                     self.kernel
-                        .tile(&tile_rows[..mr], panel, k4, &mut acc[..mr]);
-                    for (i, sums) in acc[..mr].iter_mut().enumerate() {
-                        if self.kernel == Kernel::Avx512Vnni {
+                        .tile(&tile_rows[..mr], panel, kp, &mut acc[..mr]);
+                    if self.kernel == Kernel::Avx512Vnni {
+                        for sums in &mut acc[..mr] {
                             for (s, &c) in sums.iter_mut().zip(shift) {
                                 *s -= c;
                             }
                         }
-                        emit(r0 + i, col, &sums[..width]);
                     }
+                    emit(r0, col, &acc[..mr]);
                 }
             }
         }

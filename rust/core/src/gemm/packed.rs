@@ -4,18 +4,26 @@
 //! dimension in groups of 4; within a group, for each of the panel's columns its 4
 //! consecutive codes. One group is one 128-byte row of a panel, which the kernels
 //! load as 2 zmm or 4 ymm vectors and multiply with 4 broadcast activation bytes.
-//! `k` is padded to a multiple of 4 and `n` to a multiple of `PANEL` with zero codes.
+//! The same bytes are AMX's B tiles: 16 groups (64 values of k) of one half panel
+//! (16 columns, 64 bytes) at a stride of 128 bytes.
+//! `k` is padded to a multiple of [`K_ALIGN`] and `n` to a multiple of `PANEL` with
+//! zero codes; panels start on 64-byte boundaries.
 
+use super::aligned::AlignedBytes;
 use super::kernel::PANEL;
 use super::quantize::quantize_slice;
 use crate::error::Result;
 
+/// The reduction length is padded to whole AMX tile rows (64 bytes); the padding
+/// codes are zero, so every kernel may run over them and the sums stay exact.
+pub(crate) const K_ALIGN: usize = 64;
+
 pub(crate) struct PackedWeights {
     pub k: usize,
     pub n: usize,
-    /// `k` rounded up to a multiple of 4.
-    pub k4: usize,
-    pub codes: Vec<i8>,
+    /// `k` rounded up to a multiple of [`K_ALIGN`]: the row length of activation codes.
+    pub kp: usize,
+    pub codes: AlignedBytes,
     pub scales: Vec<f32>,
     /// `128 * sum_k codes[k][c]` per (padded) column: the VNNI kernel's shift correction.
     pub shift_sums: Vec<i32>,
@@ -24,9 +32,9 @@ pub(crate) struct PackedWeights {
 impl PackedWeights {
     /// Packs `weight`, row-major `n x k` (one row per output, like torch's Linear).
     pub fn pack(weight: &[f32], n: usize, k: usize) -> Result<Self> {
-        let k4 = k.div_ceil(4) * 4;
+        let kp = k.div_ceil(K_ALIGN) * K_ALIGN;
         let panels = n.div_ceil(PANEL);
-        let mut codes = vec![0i8; panels * PANEL * k4];
+        let mut codes = AlignedBytes::zeroed(panels * PANEL * kp);
         let mut shift_sums = vec![0i32; panels * PANEL];
         let mut scales = Vec::with_capacity(n);
         let mut column = vec![0i8; k];
@@ -34,7 +42,7 @@ impl PackedWeights {
             scales.push(quantize_slice("weight", w, &mut column)?);
             shift_sums[c] = 128 * column.iter().map(|&q| q as i32).sum::<i32>();
             let (panel, lane) = (c / PANEL, c % PANEL);
-            let base = panel * PANEL * k4;
+            let base = panel * PANEL * kp;
             for (g, quad) in column.chunks(4).enumerate() {
                 let at = base + (g * PANEL + lane) * 4;
                 codes[at..at + quad.len()].copy_from_slice(quad);
@@ -43,7 +51,7 @@ impl PackedWeights {
         Ok(PackedWeights {
             k,
             n,
-            k4,
+            kp,
             codes,
             scales,
             shift_sums,
@@ -55,7 +63,7 @@ impl PackedWeights {
     }
 
     pub fn panel(&self, p: usize) -> &[i8] {
-        let size = PANEL * self.k4;
+        let size = PANEL * self.kp;
         &self.codes[p * size..(p + 1) * size]
     }
 

@@ -2,8 +2,11 @@
 //! [`MR`] rows of quantised activations against one packed panel of [`PANEL`] columns.
 //!
 //! All kernels read the same packed layout (see `packed.rs`) and produce the same
-//! integers; they differ only in the instructions used.
+//! integers; they differ only in the instructions used. AMX works on whole blocks of
+//! 32 rows rather than on [`MR`]-row tiles, so it has its own driver (`amx::product`).
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -18,6 +21,8 @@ pub(crate) const MR: usize = 4;
 /// The instruction set a product runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX-INT8 `tdpbssd` (i8 x i8 -> i32 on 16 x 64 byte tiles).
+    Amx,
     /// AVX-512 VNNI `vpdpbusd` (u8 x i8 -> i32), activations shifted by +128.
     Avx512Vnni,
     /// AVX2 `vpmaddubsw` + `vpmaddwd` with the sign trick (|a| x sign(b, a)).
@@ -27,9 +32,17 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Amx,
+        Kernel::Avx512Vnni,
+        Kernel::Avx2,
+        Kernel::Scalar,
+    ];
+
     /// The fastest kernel this CPU supports (checked at run time).
     pub fn detect() -> Kernel {
-        [Kernel::Avx512Vnni, Kernel::Avx2]
+        Kernel::ALL
             .into_iter()
             .find(|k| k.available())
             .unwrap_or(Kernel::Scalar)
@@ -39,6 +52,8 @@ impl Kernel {
     pub fn available(self) -> bool {
         match self {
             Kernel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => amx::available(),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
@@ -54,6 +69,7 @@ impl Kernel {
 
     pub fn name(self) -> &'static str {
         match self {
+            Kernel::Amx => "amx",
             Kernel::Avx512Vnni => "avx512vnni",
             Kernel::Avx2 => "avx2",
             Kernel::Scalar => "scalar",
@@ -61,14 +77,13 @@ impl Kernel {
     }
 
     pub fn parse(name: &str) -> Option<Kernel> {
-        [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Scalar]
-            .into_iter()
-            .find(|k| k.name() == name)
+        Kernel::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// Runs the micro-kernel: `rows` holds `mr <= MR` activation rows of `k4` codes each
     /// (`k4` a multiple of 4), `panel` one packed panel of `k4 * PANEL` bytes;
-    /// `acc[r]` receives row r's `PANEL` sums. The caller guarantees `available()`.
+    /// `acc[r]` receives row r's `PANEL` sums. The caller guarantees `available()`
+    /// and runs [`Kernel::Amx`] products through `amx::product` instead.
     pub(crate) fn tile(self, rows: &[&[i8]], panel: &[i8], k4: usize, acc: &mut [[i32; PANEL]]) {
         debug_assert!(rows.len() <= MR && rows.len() == acc.len());
         debug_assert!(k4.is_multiple_of(4) && panel.len() == k4 * PANEL);
@@ -81,6 +96,8 @@ impl Kernel {
             Kernel::Avx2 => unsafe { avx2::tile(rows, panel, k4, acc) },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => unsafe { avx512::tile(rows, panel, k4, acc) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => unreachable!("AMX products run whole blocks in amx::product"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => scalar::tile(rows, panel, k4, acc),
         }

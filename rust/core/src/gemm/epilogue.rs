@@ -1,0 +1,84 @@
+//! The float epilogue: exact sums -> `sum as f32 * row_scale * column_scale + bias`,
+//! then the activation, for a block of rows of one panel.
+//!
+//! Compiled twice, portable and for AVX-512 (16 lanes), and picked per block: the
+//! same operations in the same order and no fused multiply-add, so both builds give
+//! the same floats.
+
+use super::kernel::PANEL;
+use crate::activation::Activation;
+
+pub(crate) struct Epilogue<'a> {
+    /// Output columns (the row length of `out`).
+    pub n: usize,
+    pub col_scales: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub activation: Option<Activation>,
+}
+
+impl Epilogue<'_> {
+    /// Writes rows `first..first + sums.len()` of `out` (row-major, `n` columns),
+    /// columns `col..col + PANEL` (cut at `n`), from the panel sums `sums`;
+    /// `row_scales[r]` belongs to row r.
+    pub fn rows(
+        &self,
+        first: usize,
+        col: usize,
+        sums: &[[i32; PANEL]],
+        row_scales: &[f32],
+        out: &mut [f32],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature.
+            return unsafe { self.rows_avx512(first, col, sums, row_scales, out) };
+        }
+        self.rows_body(first, col, sums, row_scales, out);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512(
+        &self,
+        first: usize,
+        col: usize,
+        sums: &[[i32; PANEL]],
+        row_scales: &[f32],
+        out: &mut [f32],
+    ) {
+        self.rows_body(first, col, sums, row_scales, out);
+    }
+
+    #[inline(always)]
+    pub(super) fn rows_body(
+        &self,
+        first: usize,
+        col: usize,
+        sums: &[[i32; PANEL]],
+        row_scales: &[f32],
+        out: &mut [f32],
+    ) {
+        let (n, width) = (self.n, PANEL.min(self.n - col));
+        let col_scales = &self.col_scales[col..col + width];
+        for (r, ints) in (first..).zip(sums) {
+            let scale = row_scales[r];
+            let dst = &mut out[r * n + col..r * n + col + width];
+            let scaled = dst.iter_mut().zip(&ints[..width]).zip(col_scales);
+            match self.bias {
+                Some(bias) => {
+                    for (((y, &v), &s), &b) in scaled.zip(&bias[col..col + width]) {
+                        *y = v as f32 * scale * s + b;
+                    }
+                }
+                None => {
+                    for ((y, &v), &s) in scaled {
+                        *y = v as f32 * scale * s;
+                    }
+                }
+            }
+            if let Some(activation) = self.activation {
+                activation.apply(dst);
+            }
+        }
+    }
+}
