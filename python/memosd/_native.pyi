@@ -275,3 +275,32 @@ def gelu_in_place(x: npt.NDArray[np.float32]) -> None:
     """BERT's exact (erf) GELU over every element of ``x``, in place (absolute error
     about 1e-7 times ``1 + |x|``). ``x`` must be a writable C-contiguous float32 array;
     anything else raises ``InvalidArgumentError`` naming ``x``."""
+
+# ---- Encoder layers (rust/core/src/transformer.rs, rust/py/src/transformer.rs) -
+
+__all__ += ["add_layer_norm", "attention"]
+
+def attention(
+    qkv: npt.NDArray[np.float32], offsets: npt.NDArray[np.int64], heads: int
+) -> npt.NDArray[np.float32]:
+    """Multi-head self-attention of each sequence of a ragged batch.
+
+    ``qkv`` is float32 ``(rows, 3 * hidden)``: every token's query, key and value
+    projections side by side, each ``heads`` blocks of ``hidden // heads``. Sequence
+    i is rows ``offsets[i]:offsets[i + 1]`` (int64, rising from 0 to ``rows``); tokens
+    attend to their own sequence only, so nothing is padded. Returns the context rows,
+    float32 ``(rows, hidden)``. Bad input raises ``InvalidArgumentError`` naming the
+    argument.
+    """
+
+def add_layer_norm(
+    x: npt.NDArray[np.float32],
+    residual: npt.NDArray[np.float32] | None,
+    gamma: npt.NDArray[np.float32],
+    beta: npt.NDArray[np.float32],
+    eps: float,
+) -> None:
+    """``x = layer_norm(x + residual) * gamma + beta`` over rows of ``len(gamma)``
+    values, in place (without ``residual``, the layer norm of ``x``). Arrays are
+    C-contiguous float32, ``x`` writable; bad input raises ``InvalidArgumentError``
+    naming the argument."""

@@ -68,9 +68,9 @@ class BertEncoder:
     ``quantize`` runs the four big products of each layer (fused QKV, attention
     output, FFN up and down) in int8 (``memosd._native.Int8Linear``: weights per
     output feature, activations per token row, so a text's vector does not depend
-    on the rest of its batch); attention, softmax and layer norms stay float32 in
-    NumPy, and GELU runs in float32 in the FFN-up product's epilogue (its erf within
-    5e-7 of scipy's).
+    on the rest of its batch), and GELU runs in float32 in the FFN-up product's
+    epilogue. Attention and layer norms run in float32 in ``memosd._native`` over the
+    unpadded batch.
     """
 
     def __init__(self, model_dir: str | Path, *, quantize: bool = False) -> None:
@@ -94,7 +94,7 @@ class BertEncoder:
         self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.max_tokens = _max_seq_length(model_dir, config)
         tokenizer.enable_truncation(self.max_tokens)
-        tokenizer.enable_padding(pad_id=int(config.get("pad_token_id", 0)))
+        tokenizer.no_padding()  # batches are ragged (see encode); the file may ask for padding
         self._tokenizer = tokenizer
 
         def b(name: str) -> np.ndarray:
@@ -139,51 +139,37 @@ class BertEncoder:
         return f"int8 ({self.int8_kernel})" if self.quantize else "float32"
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, (n, L) each, padded to the longest text."""
+        """Token ids of every text one after another, and where each text starts:
+        text i is ``ids[offsets[i]:offsets[i + 1]]``."""
         encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([enc.ids for enc in encodings], dtype=np.int64)
-        mask = np.array([enc.attention_mask for enc in encodings], dtype=np.float32)
-        return ids, mask
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(
+            (i for e in encodings for i in e.ids), dtype=np.int64, count=int(offsets[-1])
+        )
+        return ids, offsets
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self.tokenize(texts)
-        n, length = ids.shape
-        x = self._word[ids] + self._position[:length] + self._token_type
-        # Tokens as rows of one 2-D matrix: BLAS runs one large product per weight
-        # instead of one small product per text.
-        x = self._norm(x.reshape(n * length, self.hidden), self._ln_g, self._ln_b)
-        # Padding keys get a large negative score, so softmax gives them no weight.
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        from memosd._native import add_layer_norm, attention
+
+        ids, offsets = self.tokenize(texts)
+        lengths = np.diff(offsets)
+        # Tokens of all texts as rows of one matrix, unpadded: one product per weight
+        # for the whole batch, and attention (in memosd._native) keeps each text to
+        # its own rows.
+        positions = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
+        x = self._word[ids] + self._position[positions] + self._token_type
+        add_layer_norm(x, None, self._ln_g, self._ln_b, self.eps)
         for layer in self._layers:
-            x = self._encoder_layer(x, bias, layer, n, length)
-        x = x.reshape(n, length, self.hidden)
-        summed = np.einsum("nld,nl->nd", x, mask)
-        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+            context = attention(layer.qkv(x), offsets, self.heads)
+            h = layer.out(context)
+            add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
+            x = layer.down(layer.up(h))
+            add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
+        pooled = np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None].astype(np.float32)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
-
-    def _encoder_layer(
-        self, x: np.ndarray, bias: np.ndarray, layer: _Layer, n: int, length: int
-    ) -> np.ndarray:
-        """One post-norm encoder layer over x of shape (n * length, hidden)."""
-        head_dim = self.hidden // self.heads
-        qkv = layer.qkv(x)  # (n * L, 3 * hidden)
-        qkv = qkv.reshape(n, length, 3, self.heads, head_dim).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (n, heads, L, head_dim)
-        scores = (q @ k.transpose(0, 1, 3, 2)) * np.float32(1.0 / np.sqrt(head_dim)) + bias
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        context = (scores @ v).transpose(0, 2, 1, 3).reshape(n * length, self.hidden)
-        x = self._norm(x + layer.out(context), layer.ln1_g, layer.ln1_b)
-        h = layer.up(x)
-        return self._norm(x + layer.down(h), layer.ln2_g, layer.ln2_b)
-
-    def _norm(self, x: np.ndarray, gain: np.ndarray, shift: np.ndarray) -> np.ndarray:
-        mean = x.mean(axis=-1, keepdims=True)
-        centred = x - mean
-        var = (centred * centred).mean(axis=-1, keepdims=True)
-        return centred / np.sqrt(var + np.float32(self.eps)) * gain + shift
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

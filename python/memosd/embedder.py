@@ -44,12 +44,11 @@ def default_model_dir() -> Path:
 
 @dataclass
 class _Request:
-    """Texts one caller submitted; rows are filled in (in ``order``) as batches complete."""
+    """Texts one caller submitted; rows are filled in, in order, as batches complete."""
 
     texts: Sequence[str]
-    order: np.ndarray  # indexes into texts, longest first, so that batches pad little
     out: np.ndarray
-    next: int = 0  # position in ``order`` of the next text to hand to a batch
+    next: int = 0  # index of the next text to hand to a batch
     filled: int = 0  # rows written to ``out``
     error: BaseException | None = None
     # Set once: when every row is filled, or when this caller must take over as leader.
@@ -57,11 +56,11 @@ class _Request:
 
     @property
     def remaining(self) -> int:
-        return len(self.order) - self.next
+        return len(self.texts) - self.next
 
     @property
     def finished(self) -> bool:
-        return self.filled == len(self.order) or self.error is not None
+        return self.filled == len(self.texts) or self.error is not None
 
 
 class _Lane:
@@ -80,8 +79,7 @@ class _Lane:
         self._busy = False
 
     def encode(self, texts: Sequence[str], out: np.ndarray) -> None:
-        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-        req = _Request(texts=texts, order=np.argsort(-lengths, kind="stable"), out=out)
+        req = _Request(texts=texts, out=out)
         with self._queue_lock:
             self._pending.append(req)
             leading = not self._busy
@@ -110,20 +108,20 @@ class _Lane:
                         self._busy = False
                     return
                 batch = self._take_batch()
-            texts = [r.texts[int(r.order[i])] for r, lo, hi in batch for i in range(lo, hi)]
+            texts = [t for r, lo, hi in batch for t in r.texts[lo:hi]]
             try:
                 vecs = self.encoder.encode(texts)
             except Exception as e:
                 with self._queue_lock:
                     for r, _, _ in batch:
                         r.error = e
-                        r.next = len(r.order)
+                        r.next = len(r.texts)
                         r.wake.set()
                 continue
             row = 0
             with self._queue_lock:
                 for r, lo, hi in batch:
-                    r.out[r.order[lo:hi]] = vecs[row : row + hi - lo]
+                    r.out[lo:hi] = vecs[row : row + hi - lo]
                     row += hi - lo
                     r.filled += hi - lo
                     if r.finished:

@@ -89,7 +89,7 @@ pub(crate) fn erf(x: f32) -> f32 {
 /// `e^x` for `x <= 0` (Cephes expf: reduction by `ln 2`, degree-6 polynomial);
 /// inputs below -87 give about 1e-38 instead of a denormal or zero.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.

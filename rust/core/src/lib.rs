@@ -3,6 +3,7 @@
 //! - [`hnsw`]: approximate nearest-neighbour search (HNSW) with in-graph filtering.
 //! - [`activation`]: BERT's GELU, vectorised.
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
+//! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
 //! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
 //!
 //! No Python here: the PyO3 layer lives in `rust/py`.
@@ -12,5 +13,6 @@ pub mod error;
 pub mod gemm;
 pub mod hnsw;
 pub mod kv;
+pub mod transformer;
 
 pub use error::{Error, Result};

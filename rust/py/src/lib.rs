@@ -7,6 +7,7 @@ mod error;
 mod gemm;
 mod hnsw;
 mod kv;
+mod transformer;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -14,5 +15,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gemm::register(m)?;
     hnsw::register(m)?;
     kv::register(m)?;
+    transformer::register(m)?;
     Ok(())
 }
