@@ -98,7 +98,7 @@ impl Scratch {
 
 /// Asks for every cache line of `row`, so it arrives while other work proceeds.
 #[inline]
-pub(crate) fn prefetch<T>(row: &[T]) {
+fn prefetch<T>(row: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
