@@ -88,12 +88,15 @@ pub(crate) fn approx_distance(metric: Metric, dot: CodeDotFn, a: Coded<'_>, b: C
     }
 }
 
-/// Bounds how far [`approx_distance`] of `a` and `b` lies from their exact distance.
-/// Rounding each component to a code moves a dot product by a sum of `dim` small,
-/// independent errors: their spread is about `(|a| s_b + |b| s_a) / 3.5` whatever
-/// the dimension (`s` the scales), and on text embeddings, Gaussian and clustered
-/// vectors (1.2 million pairs) the error never exceeded 1.04 times that sum. This
-/// bound takes 1.5 times the sum; for `dim <= 9` that is also the worst case.
+/// How far [`approx_distance`] of `a` and `b` lies from their exact distance, in
+/// practice. Rounding each component to a code moves a dot product by a sum of
+/// `dim` small, independent errors: their spread is about `(|a| s_b + |b| s_a) / 3.5`
+/// whatever the dimension (`s` the scales), and on text embeddings, Gaussian and
+/// clustered vectors (1.2 million pairs) the error never exceeded 1.04 times that
+/// sum. This takes 1.5 times the sum. It is not a worst case (errors that all
+/// line up with the other vector could exceed it): callers use it to decide which
+/// comparisons codes settle, where a rare wrong call changes a choice of links,
+/// not a result.
 #[inline]
 pub(crate) fn error_bound(metric: Metric, a: Coded<'_>, b: Coded<'_>) -> f32 {
     let dot = 1.5 * (a.norm2.sqrt() * b.scale + b.norm2.sqrt() * a.scale);
