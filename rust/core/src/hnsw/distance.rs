@@ -1,8 +1,9 @@
 //! Distance kernels. Cosine and inner product are `1 - dot` (cosine on stored unit
 //! vectors), L2 is the squared Euclidean distance: the same values hnswlib returns.
 //!
-//! The hot loop runs through a function pointer chosen once per index: an AVX2/FMA
-//! kernel when the CPU has it (runtime detection), otherwise portable code.
+//! The hot loop runs through a function pointer chosen once per index: an AVX-512
+//! or AVX2/FMA kernel when the CPU has it (runtime detection), otherwise portable
+//! code.
 
 use crate::error::{Error, Result};
 
@@ -76,16 +77,26 @@ pub(crate) fn normalize(v: &mut [f32]) -> bool {
 
 fn one_minus_dot_kernel() -> DistanceFn {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return |a, b| 1.0 - avx2::dot(a, b);
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return |a, b| 1.0 - avx512::dot(a, b);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return |a, b| 1.0 - avx2::dot(a, b);
+        }
     }
     |a, b| 1.0 - portable::dot(a, b)
 }
 
 fn l2_squared_kernel() -> DistanceFn {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return avx2::l2_squared;
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return avx512::l2_squared;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return avx2::l2_squared;
+        }
     }
     portable::l2_squared
 }
@@ -219,6 +230,90 @@ mod avx2 {
     }
 }
 
+/// Sixteen lanes per register, four registers in flight; the tail is a masked load,
+/// so any length runs without a scalar loop.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only installed as the kernel after runtime detection of AVX-512F.
+        unsafe { dot_avx512(a, b) }
+    }
+
+    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only installed as the kernel after runtime detection of AVX-512F.
+        unsafe { l2_avx512(a, b) }
+    }
+
+    /// Mask of the lanes below `n - i` (all sixteen when at least that many remain).
+    #[inline]
+    fn tail_mask(n: usize, i: usize) -> __mmask16 {
+        if n - i >= 16 {
+            !0
+        } else {
+            (1u16 << (n - i)) - 1
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads): indices stay below n, the length of both slices; the
+        // masked load reads only the lanes below n.
+        while i + 64 <= n {
+            for (j, lane) in acc.iter_mut().enumerate() {
+                let x = _mm512_loadu_ps(pa.add(i + 16 * j));
+                let y = _mm512_loadu_ps(pb.add(i + 16 * j));
+                *lane = _mm512_fmadd_ps(x, y, *lane);
+            }
+            i += 64;
+        }
+        while i < n {
+            let mask = tail_mask(n, i);
+            let x = _mm512_maskz_loadu_ps(mask, pa.add(i));
+            let y = _mm512_maskz_loadu_ps(mask, pb.add(i));
+            acc[0] = _mm512_fmadd_ps(x, y, acc[0]);
+            i += 16;
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn l2_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads): as in `dot_avx512`.
+        while i + 64 <= n {
+            for (j, lane) in acc.iter_mut().enumerate() {
+                let d = _mm512_sub_ps(
+                    _mm512_loadu_ps(pa.add(i + 16 * j)),
+                    _mm512_loadu_ps(pb.add(i + 16 * j)),
+                );
+                *lane = _mm512_fmadd_ps(d, d, *lane);
+            }
+            i += 64;
+        }
+        while i < n {
+            let mask = tail_mask(n, i);
+            let d = _mm512_sub_ps(
+                _mm512_maskz_loadu_ps(mask, pa.add(i)),
+                _mm512_maskz_loadu_ps(mask, pb.add(i)),
+            );
+            acc[0] = _mm512_fmadd_ps(d, d, acc[0]);
+            i += 16;
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        _mm512_reduce_add_ps(sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +334,12 @@ mod tests {
             assert!((Metric::L2.kernel()(&a, &b) - l2).abs() < tol);
             assert!((portable::dot(&a, &b) - dot).abs() < tol);
             assert!((portable::l2_squared(&a, &b) - l2).abs() < tol);
+            // The AVX2 kernel is what CPUs without AVX-512 run.
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                assert!((avx2::dot(&a, &b) - dot).abs() < tol);
+                assert!((avx2::l2_squared(&a, &b) - l2).abs() < tol);
+            }
         }
     }
 

@@ -176,6 +176,14 @@ impl Searcher<'_> {
         }
     }
 
+    /// Asks for what scoring `slot` reads: its codes and their record.
+    #[inline]
+    fn prefetch_codes(&self, slot: u32) {
+        let (code, meta) = self.graph.code_rows(slot);
+        prefetch(code);
+        prefetch(std::slice::from_ref(meta));
+    }
+
     /// Approximate (quantised) distance from `query` to `slot`.
     #[inline]
     pub fn score(&self, query: &Query<'_>, slot: u32) -> Scored {
@@ -275,13 +283,15 @@ impl Searcher<'_> {
                     .neighbours(current.slot, level)
                     .filter(|&n| scratch.visit(n)),
             );
-            if let Some(&first) = fresh.first() {
-                prefetch(self.graph.coded(first).code);
+            // Ask for every fresh neighbour's codes at once: the misses then overlap
+            // (as many as the core tracks) instead of arriving one by one.
+            for &n in &fresh {
+                self.prefetch_codes(n);
             }
-            for (i, &n) in fresh.iter().enumerate() {
-                if let Some(&next) = fresh.get(i + 1) {
-                    prefetch(self.graph.coded(next).code);
-                }
+            if let Some(&Reverse(next)) = scratch.candidates.peek() {
+                prefetch(self.graph.raw_list(next.slot, level));
+            }
+            for &n in &fresh {
                 let s = self.score(query, n);
                 if scratch.results.len() < ef || s.dist < bound {
                     scratch.candidates.push(Reverse(s));
