@@ -235,8 +235,9 @@ class Int8Linear:
     does not depend on the other rows. The integer products are exact: every kernel
     (``"amx"``, ``"avx512vnni"``, ``"avx2"``, ``"scalar"``; the fastest the CPU and OS
     allow unless ``kernel`` names one) gives bit-identical results. ``activation``
-    ``"gelu"`` applies BERT's erf GELU to the outputs (erf within 5e-7). Arrays must be
-    C-contiguous float32; bad input raises ``InvalidArgumentError`` naming the argument.
+    ``"gelu"`` applies BERT's erf GELU to the outputs in the product's epilogue (the
+    same floats as ``gelu_in_place`` on them). Arrays must be C-contiguous float32;
+    bad input raises ``InvalidArgumentError`` naming the argument.
     """
 
     def __new__(

@@ -68,9 +68,9 @@ class BertEncoder:
     ``quantize`` runs the four big products of each layer (fused QKV, attention
     output, FFN up and down) in int8 (``memosd._native.Int8Linear``: weights per
     output feature, activations per token row, so a text's vector does not depend
-    on the rest of its batch), and GELU runs in float32 in the FFN-up product's
-    epilogue. Attention and layer norms run in float32 in ``memosd._native`` over the
-    unpadded batch.
+    on the rest of its batch), and GELU (the same function as in float32) runs in the
+    FFN-up product's epilogue. Attention and layer norms run in float32 in
+    ``memosd._native`` over the unpadded batch.
     """
 
     def __init__(self, model_dir: str | Path, *, quantize: bool = False) -> None:
