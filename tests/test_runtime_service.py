@@ -215,17 +215,24 @@ def test_generation_stops_when_the_deadline_passes(api: Api, daemon: DaemonProce
 
     request = gpb.GenerateRequest(prompt="Count forever.", max_new_tokens=4000)
     # The tiny model is fast: give the call a quarter of what the whole (greedy, so
-    # repeatable) generation takes once the model is loaded.
-    api.run(prompt=request.prompt, max_new_tokens=1)
-    started = time.monotonic()
+    # repeatable) generation takes once warm. The first long generation is not timed:
+    # it pays one-time costs (allocations, caches) that made it several times slower.
     full = api.run(prompt=request.prompt, max_new_tokens=request.max_new_tokens)[1]
+    started = time.monotonic()
+    api.run(prompt=request.prompt, max_new_tokens=request.max_new_tokens)
     timeout = (time.monotonic() - started) / 4
     assert full.completion_tokens > 100
 
     before = ended()
-    with pytest.raises(grpc.RpcError) as exc:
-        list(api.generate.Generate(request, timeout=timeout))
-    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The client sees DEADLINE_EXCEEDED, or, when the daemon notices the deadline a
+    # moment first, a stream that ends early with finish reason "deadline".
+    try:
+        replies = list(api.generate.Generate(request, timeout=timeout))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    else:
+        assert replies[-1].finish_reason == "deadline"
+        assert replies[-1].completion_tokens < full.completion_tokens
     deadline = time.monotonic() + 30
     while ended() == before and time.monotonic() < deadline:
         time.sleep(0.1)
