@@ -18,7 +18,7 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
    The 100k vectors are real embeddings of the LoCoMo turns, each repeated with
    a small random perturbation (embedding 100k texts on this machine would take
    over ten minutes); the query embedding is real and inside the measurement.
-4. Peers: the in-process floor (the same embedder + hnswlib, m=16,
+4. Peers: the in-process floor (the same query embedding + hnswlib, m=16,
    ef_construction=200, ef_search=64, no gRPC, no filters, no text index) in
    the same run, and the published end-to-end numbers of Zep, MemOS and mem0.
 """
@@ -198,7 +198,7 @@ def floor(embedder: Embedder, vectors: np.ndarray, queries: list[str]) -> dict[s
     lat = []
     for q in queries:
         t = time.perf_counter()
-        index.knn_query(embedder.encode([q]), k=10)
+        index.knn_query(embedder.encode_queries([q]), k=10)
         lat.append(time.perf_counter() - t)
     return {**percentiles(lat), "build_s": build}
 

@@ -9,7 +9,7 @@ Two standard methods are implemented; ``fuse`` (HYBRID) uses score normalisation
   candidates, then summed with weights.
 
 On LoCoMo (bench/bench_locomo.py, bench/RESULTS.md) both beat VECTOR alone,
-and ``normalized`` beats ``rrf`` clearly (recall@10 0.514 against 0.413 over
+and ``normalized`` beats ``rrf`` clearly (recall@10 0.513 against 0.415 over
 760 questions): RRF gives a rank-1 hit of the weaker ranking as much weight as
 a rank-1 hit of the stronger, whereas normalised scores keep how far ahead a
 candidate is, so a strong exact-term BM25 match is not diluted by a flat list
