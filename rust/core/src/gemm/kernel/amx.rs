@@ -246,6 +246,20 @@ unsafe fn block_2x2(a0: *const i8, a1: *const i8, b: *const i8, kp: usize, out: 
                 options(nostack, readonly)
             );
         }
+        store_four(out);
+    }
+}
+
+/// Stores accumulators tmm0-tmm3 into `out`: tmm0 / tmm1 as rows 0-15 (columns 0-15 /
+/// 16-31), tmm2 / tmm3 as rows 16-31.
+///
+/// # Safety
+/// The tiles must be configured on this thread and hold 16 x 16 int32 each.
+#[inline(always)]
+unsafe fn store_four(out: &mut Block) {
+    // SAFETY: `out` holds 32 x 32 int32 (two row tiles of PANEL columns each); the
+    // caller guarantees the tile state.
+    unsafe {
         let o = out.0.as_mut_ptr().cast::<i32>();
         asm!(
             "tilestored [{o} + {s}*1], tmm0",
@@ -330,16 +344,6 @@ unsafe fn block_1x4(a: *const i8, b0: *const i8, b1: *const i8, kp: usize, out: 
                 options(nostack, readonly)
             );
         }
-        let o = out.0.as_mut_ptr().cast::<i32>();
-        asm!(
-            "tilestored [{o} + {s}*1], tmm0",
-            "tilestored [{o} + {s}*1 + 64], tmm1",
-            "tilestored [{h} + {s}*1], tmm2",
-            "tilestored [{h} + {s}*1 + 64], tmm3",
-            o = in(reg) o,
-            h = in(reg) o.add(TILE_ROWS * PANEL),
-            s = in(reg) 4 * PANEL,
-            options(nostack)
-        );
+        store_four(out);
     }
 }
