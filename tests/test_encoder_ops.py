@@ -7,7 +7,13 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
-from memosd._native import add_layer_norm, attention, gelu_in_place
+from memosd._native import (
+    Int8Linear,
+    add_layer_norm,
+    attention,
+    gelu_in_place,
+    int8_encoder_layers,
+)
 from memosd.errors import InvalidArgumentError
 from scipy.special import erf
 
@@ -113,3 +119,59 @@ def test_encoder_helpers_name_the_bad_argument(call, field: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:
         call()
     assert info.value.field == field
+
+
+def _int8_layer(rng: np.random.Generator, hidden: int, inner: int) -> tuple:
+    def linear(n: int, k: int, activation: str | None = None) -> Int8Linear:
+        w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+        return Int8Linear(w, rng.standard_normal(n).astype(np.float32), activation=activation)
+
+    def norm() -> np.ndarray:
+        return (1 + 0.1 * rng.standard_normal(hidden)).astype(np.float32)
+
+    return (
+        linear(3 * hidden, hidden),
+        linear(hidden, hidden),
+        norm(),
+        norm() - 1,
+        linear(inner, hidden, "gelu"),
+        linear(hidden, inner),
+        norm(),
+        norm() - 1,
+    )
+
+
+def test_int8_encoder_layers_give_the_floats_of_the_steps_one_by_one() -> None:
+    rng = np.random.default_rng(3)
+    layers = [_int8_layer(rng, 32, 64) for _ in range(2)]
+    offsets = np.array([0, 3, 10], dtype=np.int64)
+    x = rng.standard_normal((10, 32)).astype(np.float32)
+    expected = x.copy()
+    for qkv, out, g1, b1, up, down, g2, b2 in layers:
+        h = out(attention(qkv(expected), offsets, 4))
+        add_layer_norm(h, expected, g1, b1, 1e-12)
+        expected = down(up(h))
+        add_layer_norm(expected, h, g2, b2, 1e-12)
+    got = int8_encoder_layers(x, offsets, 4, 1e-12, layers)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, x)
+    np.testing.assert_array_equal(int8_encoder_layers(x, offsets, 4, 1e-12, []), x)
+
+
+def test_int8_encoder_layers_name_the_bad_argument() -> None:
+    rng = np.random.default_rng(4)
+    layer = _int8_layer(rng, 32, 64)
+    x = rng.standard_normal((10, 32)).astype(np.float32)
+    offsets = np.array([0, 10], dtype=np.int64)
+    cases = {
+        "x": lambda: int8_encoder_layers(x.astype(np.float64), offsets, 4, 1e-12, [layer]),
+        "offsets": lambda: int8_encoder_layers(x, np.array([0, 9]), 4, 1e-12, [layer]),
+        "layers[0]": lambda: int8_encoder_layers(
+            x, offsets, 4, 1e-12, [(*layer[:2], layer[2].astype(np.float64), *layer[3:])]
+        ),
+        "heads": lambda: int8_encoder_layers(x, offsets, 5, 1e-12, [layer]),
+    }
+    for field, call in cases.items():
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        assert info.value.field == field

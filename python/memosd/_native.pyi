@@ -279,7 +279,7 @@ def gelu_in_place(x: npt.NDArray[np.float32]) -> None:
 
 # ---- Encoder layers (rust/core/src/transformer.rs, rust/py/src/transformer.rs) -
 
-__all__ += ["add_layer_norm", "attention"]
+__all__ += ["add_layer_norm", "attention", "int8_encoder_layers"]
 
 def attention(
     qkv: npt.NDArray[np.float32], offsets: npt.NDArray[np.int64], heads: int
@@ -305,3 +305,28 @@ def add_layer_norm(
     values, in place (without ``residual``, the layer norm of ``x``). Arrays are
     C-contiguous float32, ``x`` writable; bad input raises ``InvalidArgumentError``
     naming the argument."""
+
+def int8_encoder_layers(
+    x: npt.NDArray[np.float32],
+    offsets: npt.NDArray[np.int64],
+    heads: int,
+    eps: float,
+    layers: list[
+        tuple[
+            Int8Linear,
+            Int8Linear,
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+            Int8Linear,
+            Int8Linear,
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+        ]
+    ],
+) -> npt.NDArray[np.float32]:
+    """Post-norm BERT encoder layers over a ragged batch, in one call with the GIL
+    released. ``x`` is float32 ``(rows, hidden)``, ``offsets`` as for ``attention``;
+    each layer is ``(qkv, out, ln1_gamma, ln1_beta, up, down, ln2_gamma, ln2_beta)``
+    with ``up`` carrying its GELU. Per layer: ``h = add_layer_norm(out(attention(qkv(x))),
+    x)``, ``x = add_layer_norm(down(up(h)), h)``: the same floats as those calls one
+    by one. Bad input raises ``InvalidArgumentError`` naming the argument."""

@@ -131,8 +131,13 @@ class BertEncoder:
                     ln2_b=b(p + "output.LayerNorm.bias"),
                 )
             )
+        self._int8_layers: list[tuple] = []  # the layers as int8_encoder_layers takes them
         if quantize:
             self.int8_kernel = self._layers[0].qkv.kernel  # type: ignore[attr-defined]
+            self._int8_layers = [
+                (t.qkv, t.out, t.ln1_g, t.ln1_b, t.up, t.down, t.ln2_g, t.ln2_b)
+                for t in self._layers
+            ]
 
     @property
     def precision(self) -> str:
@@ -151,7 +156,7 @@ class BertEncoder:
         return ids, offsets
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        from memosd._native import add_layer_norm, attention
+        from memosd._native import add_layer_norm, attention, int8_encoder_layers
 
         ids, offsets = self.tokenize(texts)
         lengths = np.diff(offsets)
@@ -161,12 +166,17 @@ class BertEncoder:
         positions = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
         x = self._word[ids] + self._position[positions] + self._token_type
         add_layer_norm(x, None, self._ln_g, self._ln_b, self.eps)
-        for layer in self._layers:
-            context = attention(layer.qkv(x), offsets, self.heads)
-            h = layer.out(context)
-            add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
-            x = layer.down(layer.up(h))
-            add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
+        if self.quantize:
+            # Every product is native: the whole stack runs in one call, without
+            # holding the GIL, so other threads (the daemon's gRPC loop) go on.
+            x = int8_encoder_layers(x, offsets, self.heads, self.eps, self._int8_layers)
+        else:
+            for layer in self._layers:
+                context = attention(layer.qkv(x), offsets, self.heads)
+                h = layer.out(context)
+                add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
+                x = layer.down(layer.up(h))
+                add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
         pooled = np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None].astype(np.float32)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::activation::exp_nonpositive;
 use crate::error::{Error, Result};
+use crate::gemm::Int8Linear;
 
 /// Sequences at least this many token rows in total are split across rayon threads.
 const PARALLEL_ROWS: usize = 512;
@@ -139,6 +140,51 @@ pub fn add_layer_norm(
     Ok(())
 }
 
+/// One post-norm BERT encoder layer with int8 products, borrowed from its owner.
+pub struct Int8Layer<'a> {
+    /// hidden -> 3 * hidden: query, key and value projections side by side.
+    pub qkv: &'a Int8Linear,
+    pub out: &'a Int8Linear,
+    pub ln1: (&'a [f32], &'a [f32]),
+    /// hidden -> intermediate, with the activation (GELU) in its epilogue.
+    pub up: &'a Int8Linear,
+    pub down: &'a Int8Linear,
+    pub ln2: (&'a [f32], &'a [f32]),
+}
+
+/// Runs `x` (the ragged batch's token rows, `hidden` wide) through `layers`:
+/// attention, output product, residual + layer norm, feed-forward, residual + layer
+/// norm. The same steps as calling [`attention`], [`add_layer_norm`] and the
+/// products one by one, in one call, so a caller can run the whole stack without
+/// coming back to its interpreter between steps.
+pub fn int8_layers(
+    mut x: Vec<f32>,
+    offsets: &[usize],
+    heads: usize,
+    eps: f32,
+    layers: &[Int8Layer<'_>],
+) -> Result<Vec<f32>> {
+    let rows = *offsets.last().unwrap_or(&0);
+    if rows == 0 || !x.len().is_multiple_of(rows) {
+        let msg = format!("{} values are not the {rows} rows of offsets", x.len());
+        return Err(Error::invalid("x", msg));
+    }
+    for layer in layers {
+        let context = attention(
+            &layer.qkv.forward(&x, rows)?,
+            offsets,
+            heads,
+            x.len() / rows,
+        )?;
+        let mut h = layer.out.forward(&context, rows)?;
+        add_layer_norm(&mut h, Some(&x), layer.ln1.0, layer.ln1.1, eps)?;
+        let mut y = layer.down.forward(&layer.up.forward(&h, rows)?, rows)?;
+        add_layer_norm(&mut y, Some(&h), layer.ln2.0, layer.ln2.1, eps)?;
+        x = y;
+    }
+    Ok(x)
+}
+
 /// Checks that `offsets` start at 0, never decrease and end at the row count of
 /// `values` (rows of `width`); returns that row count.
 fn check_offsets(offsets: &[usize], values: usize, width: usize) -> Result<usize> {
@@ -227,6 +273,19 @@ mod tests {
         let inv = 1.0 / 1.25f32.sqrt();
         assert!((x[0] - (-1.5 * inv)).abs() < 1e-6);
         assert!((x[3] - (1.5 * inv + 0.5)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn layer_stack_checks_rows_and_passes_through_without_layers() {
+        let x = values(4 * 8, 3);
+        assert_eq!(
+            int8_layers(x.clone(), &[0, 1, 4], 2, 1e-12, &[]).unwrap(),
+            x
+        );
+        match int8_layers(x, &[0, 3], 2, 1e-12, &[]) {
+            Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "x"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

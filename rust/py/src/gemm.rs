@@ -48,6 +48,13 @@ pub struct Int8Linear {
     inner: CoreLinear,
 }
 
+impl Int8Linear {
+    /// The core layer, for Rust code that runs several products in one call.
+    pub(crate) fn core(&self) -> &CoreLinear {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl Int8Linear {
     #[new]

@@ -1,4 +1,5 @@
-//! Python surface of the encoder-layer helpers: `attention` and `add_layer_norm`.
+//! Python surface of the encoder-layer helpers: `attention`, `add_layer_norm` and
+//! `int8_encoder_layers` (the whole stack of int8 layers in one call).
 //!
 //! Arrays must be C-contiguous float32 (offsets int64); the work runs with the GIL
 //! released.
@@ -13,10 +14,12 @@ use numpy::{
 use pyo3::prelude::*;
 
 use crate::error::PyErrWrap;
+use crate::gemm::Int8Linear;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention, m)?)?;
     m.add_function(wrap_pyfunction!(add_layer_norm, m)?)?;
+    m.add_function(wrap_pyfunction!(int8_encoder_layers, m)?)?;
     Ok(())
 }
 
@@ -29,6 +32,17 @@ fn floats<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArray
         Ok(a) if a.is_c_contiguous() => Ok(a.readonly()),
         _ => Err(invalid(field, "expected a C-contiguous float32 array")),
     }
+}
+
+fn offsets_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
+    let offsets = match obj.cast::<PyArray1<i64>>() {
+        Ok(a) => a.to_vec()?,
+        Err(_) => return Err(invalid("offsets", "expected a 1-D int64 array")),
+    };
+    if offsets.iter().any(|&o| o < 0) {
+        return Err(invalid("offsets", "must not be negative"));
+    }
+    Ok(offsets.into_iter().map(|o| o as usize).collect())
 }
 
 /// Self-attention of each sequence of a ragged batch; see `_native.pyi`.
@@ -44,14 +58,7 @@ fn attention<'py>(
         return Err(invalid("qkv", "expected shape (rows, 3 * hidden)"));
     }
     let hidden = qkv.shape()[1] / 3;
-    let offsets = match offsets.cast::<PyArray1<i64>>() {
-        Ok(a) => a.to_vec()?,
-        Err(_) => return Err(invalid("offsets", "expected a 1-D int64 array")),
-    };
-    if offsets.iter().any(|&o| o < 0) {
-        return Err(invalid("offsets", "must not be negative"));
-    }
-    let offsets: Vec<usize> = offsets.into_iter().map(|o| o as usize).collect();
+    let offsets = offsets_arg(offsets)?;
     let values = qkv.as_slice()?;
     let rows = qkv.shape()[0];
     let out = py
@@ -93,4 +100,75 @@ fn add_layer_norm(
     py.detach(|| transformer::add_layer_norm(x, residual, gamma, beta, eps))
         .map_err(PyErrWrap)?;
     Ok(())
+}
+
+type LayerArgs<'py> = (
+    Bound<'py, Int8Linear>,
+    Bound<'py, Int8Linear>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, Int8Linear>,
+    Bound<'py, Int8Linear>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
+
+/// The encoder layers with int8 products, all in one call; see `_native.pyi`.
+#[pyfunction]
+fn int8_encoder_layers<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    heads: usize,
+    eps: f32,
+    layers: Vec<LayerArgs<'py>>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let x = floats("x", x)?;
+    if x.ndim() != 2 {
+        return Err(invalid("x", "expected shape (rows, hidden)"));
+    }
+    let shape = (x.shape()[0], x.shape()[1]);
+    let values = x.as_slice()?.to_vec();
+    let offsets = offsets_arg(offsets)?;
+    if offsets.first() != Some(&0) || offsets.last() != Some(&shape.0) {
+        return Err(invalid("offsets", "must rise from 0 to the rows of x"));
+    }
+    let mut norms = Vec::with_capacity(layers.len());
+    for (i, (.., g1, b1, _, _, g2, b2)) in layers.iter().enumerate() {
+        let field = format!("layers[{i}]");
+        norms.push(
+            [&g1, &b1, &g2, &b2]
+                .map(|a| floats(&field, a))
+                .into_iter()
+                .collect::<PyResult<Vec<_>>>()?,
+        );
+    }
+    let slices = norms
+        .iter()
+        .map(|n| {
+            n.iter()
+                .map(|a| a.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let stack: Vec<transformer::Int8Layer<'_>> = layers
+        .iter()
+        .zip(&slices)
+        .map(
+            |((qkv, out, _, _, up, down, ..), n)| transformer::Int8Layer {
+                qkv: qkv.get().core(),
+                out: out.get().core(),
+                ln1: (n[0], n[1]),
+                up: up.get().core(),
+                down: down.get().core(),
+                ln2: (n[2], n[3]),
+            },
+        )
+        .collect();
+    let out = py
+        .detach(|| transformer::int8_layers(values, &offsets, heads, eps, &stack))
+        .map_err(PyErrWrap)?;
+    let out = Array2::from_shape_vec(shape, out)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(out.into_pyarray(py))
 }
