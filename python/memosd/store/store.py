@@ -378,11 +378,6 @@ class Store:
             raws = [txn.get(keys.u64(key), db=self._dbs["heads"]) for key in memory_keys]
         return [unpack_memory(raw) if raw is not None else None for raw in raws]
 
-    def vector(self, key: int) -> np.ndarray | None:
-        with self._env.read() as txn:
-            raw = txn.get(keys.u64(key), db=self._dbs["vectors"])
-        return np.frombuffer(raw, dtype="<f4").astype(np.float32) if raw is not None else None
-
     def vectors(self, memory_keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """The keys that have a vector, and their vectors as rows, read in one transaction."""
         found, raws = [], []
