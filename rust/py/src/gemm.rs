@@ -8,10 +8,11 @@ use memosd_core::Error;
 use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArray, PyUntypedArrayMethods,
+    PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
+use crate::args::unexpected;
 use crate::error::{CoreResult, PyErrWrap};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -19,26 +20,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-fn invalid(field: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr {
-    let got = match obj.cast::<PyUntypedArray>() {
-        Ok(a) => format!("{} {:?}", a.dtype(), a.shape()),
-        Err(_) => obj
-            .get_type()
-            .name()
-            .map_or_else(|_| "an object".into(), |n| n.to_string()),
-    };
-    PyErrWrap(Error::invalid(
-        field,
-        format!("expected {expected}, got {got}"),
-    ))
-    .into()
-}
-
 fn matrix<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArray2<'py, f32>> {
     let expected = "a C-contiguous float32 array of 2 dimensions";
     match obj.cast::<PyArray2<f32>>() {
         Ok(a) if a.is_c_contiguous() => Ok(a.readonly()),
-        _ => Err(invalid(field, expected, obj)),
+        _ => Err(unexpected(field, expected, obj)),
     }
 }
 
@@ -72,7 +58,13 @@ impl Int8Linear {
             None => None,
             Some(obj) => match obj.cast::<PyArray1<f32>>() {
                 Ok(a) if a.is_c_contiguous() => Some(a.readonly()),
-                _ => return Err(invalid("bias", "a C-contiguous float32 array (out,)", obj)),
+                _ => {
+                    return Err(unexpected(
+                        "bias",
+                        "a C-contiguous float32 array (out,)",
+                        obj,
+                    ))
+                }
             },
         };
         let kernel = match kernel {
@@ -149,9 +141,9 @@ impl Int8Linear {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let k = self.inner.in_features();
         let expected = format!("a C-contiguous float32 array of shape (m, {k})");
-        let arr = matrix("x", x).map_err(|_| invalid("x", &expected, x))?;
+        let arr = matrix("x", x).map_err(|_| unexpected("x", &expected, x))?;
         if arr.shape()[1] != k {
-            return Err(invalid("x", &expected, x));
+            return Err(unexpected("x", &expected, x));
         }
         let m = arr.shape()[0];
         // Copied (cheap next to the product): with the GIL released, Python code may write to x.

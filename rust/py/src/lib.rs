@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod activation;
+mod args;
 mod error;
 mod gemm;
 mod hnsw;

@@ -5,14 +5,11 @@
 //! released.
 
 use memosd_core::transformer;
-use memosd_core::Error;
 use numpy::ndarray::Array2;
-use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
-    PyUntypedArrayMethods,
-};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+use crate::args::{floats, floats_mut, invalid};
 use crate::error::PyErrWrap;
 use crate::gemm::Int8Linear;
 
@@ -21,17 +18,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(add_layer_norm, m)?)?;
     m.add_function(wrap_pyfunction!(int8_encoder_layers, m)?)?;
     Ok(())
-}
-
-fn invalid(field: &str, message: &str) -> PyErr {
-    PyErrWrap(Error::invalid(field, message)).into()
-}
-
-fn floats<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
-    match obj.cast::<PyArrayDyn<f32>>() {
-        Ok(a) if a.is_c_contiguous() => Ok(a.readonly()),
-        _ => Err(invalid(field, "expected a C-contiguous float32 array")),
-    }
 }
 
 fn offsets_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
@@ -80,20 +66,9 @@ fn add_layer_norm(
     beta: &Bound<'_, PyAny>,
     eps: f32,
 ) -> PyResult<()> {
-    let array = match x.cast::<PyArrayDyn<f32>>() {
-        Ok(a) if a.is_c_contiguous() => a,
-        _ => {
-            return Err(invalid(
-                "x",
-                "expected a writable C-contiguous float32 array",
-            ))
-        }
-    };
+    let mut values = floats_mut("x", x)?;
     let residual = residual.map(|r| floats("residual", r)).transpose()?;
     let (gamma, beta) = (floats("gamma", gamma)?, floats("beta", beta)?);
-    let mut values = array
-        .try_readwrite()
-        .map_err(|_| invalid("x", "the array is not writable"))?;
     let x = values.as_slice_mut()?;
     let residual = residual.as_ref().map(|r| r.as_slice()).transpose()?;
     let (gamma, beta) = (gamma.as_slice()?, beta.as_slice()?);
