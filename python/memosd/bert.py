@@ -73,7 +73,11 @@ class BertEncoder:
     ``memosd._native`` over the unpadded batch.
     """
 
-    def __init__(self, model_dir: str | Path, *, quantize: bool = False) -> None:
+    def __init__(
+        self, model_dir: str | Path, *, quantize: bool = False, like: BertEncoder | None = None
+    ) -> None:
+        """``like``: an encoder of the same model; this one shares its embedding tables
+        (read-only; 47 MB for MiniLM) instead of holding a second copy."""
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -110,11 +114,15 @@ class BertEncoder:
             bias = np.concatenate([b(p + ".bias") for p in prefixes])
             return dense(weight.astype(np.float32), bias, gelu=gelu)
 
-        e = "embeddings."
-        self._word = b(e + "word_embeddings.weight")
-        self._position = b(e + "position_embeddings.weight")
-        self._token_type = b(e + "token_type_embeddings.weight")[0]
-        self._ln_g, self._ln_b = b(e + "LayerNorm.weight"), b(e + "LayerNorm.bias")
+        if like is not None:
+            self._word, self._position = like._word, like._position
+            self._token_type, self._ln_g, self._ln_b = like._token_type, like._ln_g, like._ln_b
+        else:
+            e = "embeddings."
+            self._word = b(e + "word_embeddings.weight")
+            self._position = b(e + "position_embeddings.weight")
+            self._token_type = b(e + "token_type_embeddings.weight")[0]
+            self._ln_g, self._ln_b = b(e + "LayerNorm.weight"), b(e + "LayerNorm.bias")
         self._layers: list[_Layer] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."

@@ -208,7 +208,7 @@ class Embedder:
             memories = self._encoder(self.quantize)
             queries = memories
             if self.quantize_queries != self.quantize:
-                queries = self._encoder(self.quantize_queries)
+                queries = self._encoder(self.quantize_queries, like=memories)
                 if queries.quantize and queries.int8_kernel == "scalar":
                     log.warning("no SIMD int8 kernel on this CPU; queries embed in float32")
                     queries = memories
@@ -224,8 +224,8 @@ class Embedder:
                 queries.precision,
             )
 
-    def _encoder(self, quantize: bool) -> BertEncoder:
-        encoder = BertEncoder(self.model_dir, quantize=quantize)
+    def _encoder(self, quantize: bool, like: BertEncoder | None = None) -> BertEncoder:
+        encoder = BertEncoder(self.model_dir, quantize=quantize, like=like)
         if encoder.hidden != self._dim:
             raise FailedPreconditionError(
                 f"model at {self.model_dir} embeds to {encoder.hidden} dimensions, "
