@@ -220,13 +220,7 @@ unsafe fn block_2x2(a0: *const i8, a1: *const i8, b: *const i8, kp: usize, out: 
     // SAFETY (all asm blocks): tiles are configured; loads stay within the rows
     // described above (64 bytes of k at a time), stores within `out`.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_four();
         for kk in (0..kp).step_by(TILE_K) {
             asm!(
                 "tileloadd tmm4, [{a0} + {sa}*1]",
@@ -247,6 +241,24 @@ unsafe fn block_2x2(a0: *const i8, a1: *const i8, b: *const i8, kp: usize, out: 
             );
         }
         store_four(out);
+    }
+}
+
+/// Zeroes accumulators tmm0-tmm3.
+///
+/// # Safety
+/// The tiles must be configured on this thread.
+#[inline(always)]
+unsafe fn zero_four() {
+    // SAFETY: the caller guarantees the tile state; no memory is touched.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
     }
 }
 
@@ -318,13 +330,7 @@ unsafe fn block_1x2(a: *const i8, b: *const i8, kp: usize, out: &mut Block) {
 unsafe fn block_1x4(a: *const i8, b0: *const i8, b1: *const i8, kp: usize, out: &mut Block) {
     // SAFETY: as in `block_2x2`.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        zero_four();
         for kk in (0..kp).step_by(TILE_K) {
             asm!(
                 "tileloadd tmm4, [{a} + {sa}*1]",
