@@ -15,6 +15,8 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
    with 1 and 8 concurrent clients, every call timed end to end at the client:
    query embedding, filter, both indexes, fusion, head reads, gRPC both ways.
    Then LEXICAL with 8 clients: the same path without the query embedding.
+   Each run also reports the CPU time per query of the daemon (from psutil) and of
+   this process (the clients), which is what bounds throughput on a small machine.
    The 100k vectors are real embeddings of the LoCoMo turns, each repeated with
    a small random perturbation (embedding 100k texts on this machine would take
    over ten minutes); the query embedding is real and inside the measurement.
@@ -151,9 +153,17 @@ def fill_in_process(
 
 
 def latency(
-    address: str, cube: str, queries: list[str], clients: int, mode: str = "HYBRID"
+    daemon: Daemon, cube: str, queries: list[str], clients: int, mode: str = "HYBRID"
 ) -> dict[str, float]:
+    """Percentiles of the calls, queries/s, and the daemon's and this process's CPU
+    milliseconds per query (the clients run in this process)."""
+    import resource
+
     from memosd.client import Client
+
+    def own_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
 
     lat: list[float] = []
     lock = threading.Lock()
@@ -161,7 +171,7 @@ def latency(
 
     def worker(mine: list[str]) -> None:
         try:
-            with Client(address) as client:
+            with Client(daemon.address) as client:
                 client.search([cube], "warm up the channel", top_k=10)
                 for q in mine:
                     t = time.perf_counter()
@@ -174,15 +184,23 @@ def latency(
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(queries[i::clients],)) for i in range(clients)]
-    t = time.perf_counter()
+    t, server, client = time.perf_counter(), daemon.cpu_seconds(), own_cpu()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t
+    server, client = daemon.cpu_seconds() - server, own_cpu() - client
     if errors:
         raise errors[0]
-    return {**percentiles(lat), "qps": len(lat) / wall, "n": len(lat)}
+    n = len(lat)
+    return {
+        **percentiles(lat),
+        "qps": n / wall,
+        "n": n,
+        "server_cpu_ms": server / n * 1000,
+        "client_cpu_ms": client / n * 1000,
+    }
 
 
 def floor(embedder: Embedder, vectors: np.ndarray, queries: list[str]) -> dict[str, float]:
@@ -245,11 +263,11 @@ def main() -> None:
                 for clients in (1, 8):
                     qs = questions[used : used + args.queries]
                     used += args.queries
-                    entry[f"clients_{clients}"] = r = latency(daemon.address, cube, qs, clients)
+                    entry[f"clients_{clients}"] = r = latency(daemon, cube, qs, clients)
                     rows.append((size, clients, r))
                 # The same calls without the query embedding: gRPC + engine alone.
                 entry["lexical_clients_8"] = r = latency(
-                    daemon.address, cube, questions[: args.queries], 8, mode="LEXICAL"
+                    daemon, cube, questions[: args.queries], 8, mode="LEXICAL"
                 )
                 rows.append((size, "8 LEXICAL", r))
                 entry["daemon_rss_mb"] = daemon.rss_bytes() / 2**20
@@ -258,11 +276,14 @@ def main() -> None:
         results["sizes"][size] = entry
 
     print()
-    print(f"{'memories':>9} {'clients':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}")
+    print(
+        f"{'memories':>9} {'clients':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}"
+        f" {'daemon CPU ms/q':>15} {'client CPU ms/q':>15}"
+    )
     for size, clients, r in rows:
         print(
             f"{size:>9,} {clients:>10} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
-            f" {r['qps']:>7.1f}"
+            f" {r['qps']:>7.1f} {r['server_cpu_ms']:>15.2f} {r['client_cpu_ms']:>15.2f}"
         )
     for size, entry in results["sizes"].items():
         if "floor" in entry:

@@ -73,3 +73,11 @@ class Daemon:
 
         assert self.process is not None
         return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the daemon has used so far (all its threads)."""
+        import psutil
+
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
