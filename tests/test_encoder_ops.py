@@ -84,6 +84,11 @@ def test_layer_norm_adds_the_residual() -> None:
     np.testing.assert_array_equal(alone, out)
 
 
+def _layer_norm_onto_itself(x: np.ndarray) -> None:
+    """x as its own residual: x is written in place, so the call must refuse it."""
+    add_layer_norm(x, x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5)
+
+
 @pytest.mark.parametrize(
     ("call", "field"),
     [
@@ -112,8 +117,18 @@ def test_layer_norm_adds_the_residual() -> None:
             ),
             "residual",
         ),
+        (lambda: _layer_norm_onto_itself(np.ones((2, 4), np.float32)), "residual"),
     ],
-    ids=["heads", "offsets-end", "offsets-dtype", "qkv-width", "qkv-dtype", "x-rows", "residual"],
+    ids=[
+        "heads",
+        "offsets-end",
+        "offsets-dtype",
+        "qkv-width",
+        "qkv-dtype",
+        "x-rows",
+        "residual",
+        "residual-is-x",
+    ],
 )
 def test_encoder_helpers_name_the_bad_argument(call, field: str) -> None:
     with pytest.raises(InvalidArgumentError) as info:

@@ -29,7 +29,9 @@ pub fn unexpected(field: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr 
 /// A C-contiguous float32 array, read-only.
 pub fn floats<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
     match obj.cast::<PyArrayDyn<f32>>() {
-        Ok(a) if a.is_c_contiguous() => Ok(a.readonly()),
+        Ok(a) if a.is_c_contiguous() => a
+            .try_readonly()
+            .map_err(|_| invalid(field, "the array is also an argument written in place")),
         _ => Err(unexpected(field, "a C-contiguous float32 array", obj)),
     }
 }
