@@ -108,3 +108,27 @@ def test_incremental_updates_equal_a_fresh_build(ops, query) -> None:
         dict(zip(want_slots.tolist(), want_scores.tolist(), strict=True)), rel=1e-5
     )
     assert len(idx) == len(docs)
+
+
+def _term(slots: list[int], weights: list[float]) -> tuple[np.ndarray, np.ndarray, float]:
+    return np.array(slots, np.uint32), np.array(weights, np.float32), 1.0
+
+
+@pytest.mark.parametrize(
+    ("terms", "slots", "allowed", "field"),
+    [
+        ([_term([1, 2], [1.0])], 8, None, "terms"),  # fewer weights than slots
+        ([_term([1, 9], [1.0, 1.0])], 8, None, "terms"),  # a slot past the table
+        ([(np.array([1], np.int64), np.ones(1, np.float32), 1.0)], 8, None, "terms[0]"),
+        ([_term([1], [1.0]), (np.array([1], np.uint32), [1.0], 1.0)], 8, None, "terms[1]"),
+        ([_term([1], [1.0])], 8, np.ones(8, np.int8), "allowed"),
+    ],
+    ids=["lengths", "slot-range", "slot-dtype", "weights-list", "mask-dtype"],
+)
+def test_native_scoring_names_the_bad_argument(terms, slots, allowed, field: str) -> None:
+    from memosd._native import postings_top_k
+    from memosd.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError) as info:
+        postings_top_k(terms, slots, 5, allowed)
+    assert info.value.field == field

@@ -330,3 +330,20 @@ def int8_encoder_layers(
     with ``up`` carrying its GELU. Per layer: ``h = add_layer_norm(out(attention(qkv(x))),
     x)``, ``x = add_layer_norm(down(up(h)), h)``: the same floats as those calls one
     by one. Bad input raises ``InvalidArgumentError`` naming the argument."""
+
+# ---- Lexical scoring (rust/core/src/lexical.rs, rust/py/src/lexical.rs) --------
+
+__all__ += ["postings_top_k"]
+
+def postings_top_k(
+    terms: Sequence[tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32], float]],
+    slots: int,
+    k: int,
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``k`` slots with the highest ``sum of idf * weight`` over ``terms``
+    (each: the slots containing the term, their weights, the term's idf), best first,
+    ties by lower slot. Only sums above zero count and, with ``allowed``, only slots
+    ``s < len(allowed)`` with ``allowed[s]``. Every slot must be below ``slots``;
+    bad arrays raise ``InvalidArgumentError`` naming ``terms[i]`` or ``allowed``.
+    The GIL is released while it runs."""

@@ -12,7 +12,8 @@ live in dicts for cheap incremental updates; on first use after a change, each
 term's postings become NumPy arrays of slots and of their BM25 term weights
 (everything but the IDF) at the current average length. Any change to the
 corpus statistics drops those weights, so scores are always exact, and a query
-costs one scatter-add per query term while the corpus is unchanged.
+costs one pass over its terms' postings while the corpus is unchanged
+(``memosd._native.postings_top_k``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import re
 from collections import Counter
 
 import numpy as np
+
+from memosd._native import postings_top_k
 
 K1 = 1.2
 B = 0.75
@@ -102,23 +105,17 @@ class LexicalIndex:
         terms = set(tokenize(query))
         if n_docs == 0 or not terms or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        scores = np.zeros(len(self._lengths), dtype=np.float32)
+        postings = []
         for term in terms:
             arrays = self._term_arrays(term, n_docs)
             if arrays is None:
                 continue
             slots, weights = arrays
             idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
-            scores[slots] += np.float32(idf) * weights
-        if mask is not None:
-            n = min(len(mask), len(scores))
-            scores[:n][~mask[:n]] = 0.0
-            scores[n:] = 0.0
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        hits = hits[np.argsort(-scores[hits], kind="stable")]
-        return hits, scores[hits]
+            postings.append((slots, weights, idf))
+        # Summed and ranked natively, at a cost that follows the postings rather
+        # than the corpus size.
+        return postings_top_k(postings, len(self._lengths), k, mask)
 
     def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._arrays.get(term)
@@ -126,7 +123,7 @@ class LexicalIndex:
             postings = self._postings.get(term)
             if postings is None:
                 return None
-            slots = np.fromiter(postings.keys(), dtype=np.int64, count=len(postings))
+            slots = np.fromiter(postings.keys(), dtype=np.uint32, count=len(postings))
             tf = np.fromiter(postings.values(), dtype=np.float32, count=len(postings))
             avg_len = self._total_length / n_docs
             norm = K1 * (1.0 - B + B * self._lengths[slots] / np.float32(avg_len))

@@ -4,6 +4,7 @@
 //! - [`activation`]: BERT's GELU, vectorised.
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
+//! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
 //! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
 //!
 //! No Python here: the PyO3 layer lives in `rust/py`.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod gemm;
 pub mod hnsw;
 pub mod kv;
+pub mod lexical;
 pub mod transformer;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ mod error;
 mod gemm;
 mod hnsw;
 mod kv;
+mod lexical;
 mod transformer;
 
 #[pymodule]
@@ -16,6 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     gemm::register(m)?;
     hnsw::register(m)?;
     kv::register(m)?;
+    lexical::register(m)?;
     transformer::register(m)?;
     Ok(())
 }
