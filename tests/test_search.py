@@ -373,3 +373,47 @@ def test_queued_searches_share_one_embedding_pass_and_keep_their_own_results(
     ops.close()
     with pytest.raises(FailedPreconditionError):
         ops.submit([cube], "apples", 1, "HYBRID", SearchFilter()).result(0)
+
+
+def test_the_next_batch_is_embedded_while_the_previous_one_is_searched(world: World) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT)
+    ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
+    embedded: list[list[str]] = []
+    encode = world.embedder.encode_queries
+    search_embedded = world.engine.search_embedded
+    searching, release = threading.Event(), threading.Event()
+
+    def recording_encode(texts: Sequence[str]) -> np.ndarray:
+        embedded.append(list(texts))
+        return encode(texts)
+
+    def held_search(queries, vectors):  # type: ignore[no-untyped-def]
+        searching.set()
+        release.wait(10)
+        return search_embedded(queries, vectors)
+
+    world.embedder.encode_queries = recording_encode  # type: ignore[method-assign]
+    world.engine.search_embedded = held_search  # type: ignore[method-assign]
+    first = ops.submit([cube], FRUIT[0], 1, "VECTOR", SearchFilter())
+    assert searching.wait(10)
+    second = ops.submit([cube], FRUIT[1], 1, "VECTOR", SearchFilter())
+    deadline = time.monotonic() + 10
+    while len(embedded) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    # The second query was embedded while the first one's search is still held.
+    assert embedded == [[FRUIT[0]], [FRUIT[1]]]
+    assert not first.done()
+    release.set()
+    assert first.result(10)[0][0].content == FRUIT[0]
+    assert second.result(10)[0][0].content == FRUIT[1]
+    ops.close()
+
+
+def test_close_serves_what_is_queued(world: World) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT)
+    ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
+    futures = [ops.submit([cube], text, 1, "HYBRID", SearchFilter()) for text in FRUIT[:4]]
+    ops.close()
+    assert [f.result(0)[0][0].content for f in futures] == FRUIT[:4]

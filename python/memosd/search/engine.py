@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Hits = list[tuple["MemoryRecord", float]]  # best first
+# A query's vector; None for LEXICAL; the query's error if it cannot run.
+QueryVector = np.ndarray | None | Exception
+
 # HYBRID fuses this many candidates from each ranking (at least top_k).
 HYBRID_CANDIDATES = 50
 _ADD_BATCH = 4096
@@ -254,7 +258,7 @@ class SearchEngine:
 
     # ---------------------------------------------------------------- search
 
-    def search(self, query: SearchQuery) -> list[tuple[MemoryRecord, float]]:
+    def search(self, query: SearchQuery) -> Hits:
         """The best ``top_k`` current heads for ``query`` with their scores, best first.
 
         Scores: VECTOR cosine similarity, LEXICAL BM25, HYBRID the fused score.
@@ -264,34 +268,45 @@ class SearchEngine:
             raise result
         return result
 
-    def search_many(
-        self, queries: Sequence[SearchQuery]
-    ) -> list[list[tuple[MemoryRecord, float]] | Exception]:
+    def search_many(self, queries: Sequence[SearchQuery]) -> list[Hits | Exception]:
         """``search`` of each query, with one forward pass of the embedder for all of them.
 
         A query that fails (an unknown cube, before any embedding) gets its error in
         its place and does not affect the others.
         """
-        results: list[list[tuple[MemoryRecord, float]] | Exception | None] = []
+        return self.search_embedded(queries, self.embed_queries(queries))
+
+    def embed_queries(self, queries: Sequence[SearchQuery]) -> list[QueryVector]:
+        """The first half of ``search_many``: each query's vector, from one forward pass
+        for the whole batch; None for a LEXICAL query, and a NotFoundError for a query
+        naming an unknown cube (nothing is embedded for it)."""
+        prepared: list[QueryVector] = []
         for query in queries:
             missing = [c for c in query.cube_ids if not self.store.cube_exists(c)]
-            results.append(NotFoundError(f"cube {missing[0]} not found") if missing else None)
-        embed = [i for i, q in enumerate(queries) if results[i] is None and q.mode != "LEXICAL"]
+            prepared.append(NotFoundError(f"cube {missing[0]} not found") if missing else None)
+        embed = [i for i, q in enumerate(queries) if prepared[i] is None and q.mode != "LEXICAL"]
         vectors = self.embedder.encode_queries([queries[i].query for i in embed])
-        qvecs: list[np.ndarray | None] = [None] * len(queries)
         for row, i in enumerate(embed):
-            qvecs[i] = vectors[row]
-        for i, query in enumerate(queries):
-            if results[i] is None:
-                try:
-                    results[i] = self._search(query, qvecs[i])
-                except Exception as e:
-                    results[i] = e
-        return results  # type: ignore[return-value]  # every slot is filled above
+            prepared[i] = vectors[row]
+        return prepared
 
-    def _search(
-        self, query: SearchQuery, qvec: np.ndarray | None
-    ) -> list[tuple[MemoryRecord, float]]:
+    def search_embedded(
+        self, queries: Sequence[SearchQuery], vectors: Sequence[QueryVector]
+    ) -> list[Hits | Exception]:
+        """The second half of ``search_many``: the queries with what ``embed_queries``
+        gave for them; an error stays in its query's place."""
+        results: list[Hits | Exception] = []
+        for query, qvec in zip(queries, vectors, strict=True):
+            if isinstance(qvec, Exception):
+                results.append(qvec)
+                continue
+            try:
+                results.append(self._search(query, qvec))
+            except Exception as e:
+                results.append(e)
+        return results
+
+    def _search(self, query: SearchQuery, qvec: np.ndarray | None) -> Hits:
         depth = query.top_k
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)
@@ -319,8 +334,8 @@ class SearchEngine:
                 lexical = [(int(k), float(s)) for k, s in zip(keys, scores, strict=True)]
         vector: list[tuple[int, float]] = []
         if qvec is not None:
-            for graph, allowed in graphs:
-                vector.extend(graph.search(qvec, depth, allowed))
+            for graph, subset in graphs:
+                vector.extend(graph.search(qvec, depth, subset))
             vector.sort(key=lambda kv: -kv[1])
             del vector[depth:]
         if query.mode == "VECTOR":
@@ -333,9 +348,9 @@ class SearchEngine:
 
     def _current_heads(
         self, ranked: list[tuple[int, float]], query: SearchQuery, now: float
-    ) -> list[tuple[MemoryRecord, float]]:
+    ) -> Hits:
         """Re-read each hit's head; a head changed since indexing must still pass the filter."""
-        hits: list[tuple[MemoryRecord, float]] = []
+        hits: Hits = []
         start = 0
         while len(hits) < query.top_k and start < len(ranked):
             # One read transaction for as many heads as are still needed.
