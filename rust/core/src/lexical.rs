@@ -8,6 +8,8 @@
 //! and only the slots the postings touched are filtered and ranked.
 
 use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use crate::error::{Error, Result};
 
@@ -95,23 +97,61 @@ impl Scratch {
                 self.sums[i] += term.idf * w;
             }
         }
-        let permitted =
-            |s: u32| allowed.is_none_or(|a| a.get(s as usize).copied().unwrap_or(false));
-        let mut hits: Vec<(u32, f32)> = self
-            .touched
-            .iter()
-            .map(|&s| (s, self.sums[s as usize]))
-            .filter(|&(s, sum)| sum > 0.0 && permitted(s))
-            .collect();
-        let better = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if hits.len() > k {
-            hits.select_nth_unstable_by(k - 1, better);
-            hits.truncate(k);
+        // The k best in a heap whose top is the worst kept: most slots cost one
+        // comparison with it (sorting or partitioning every touched slot cost more
+        // than summing the postings).
+        let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+        for &s in &self.touched {
+            let sum = self.sums[s as usize];
+            let permitted = allowed.is_none_or(|a| a.get(s as usize).copied().unwrap_or(false));
+            if sum <= 0.0 || !permitted {
+                continue;
+            }
+            let candidate = Ranked { slot: s, sum };
+            if best.len() < k {
+                best.push(candidate);
+            } else if let Some(mut worst) = best.peek_mut() {
+                if candidate < *worst {
+                    *worst = candidate;
+                }
+            }
         }
-        hits.sort_unstable_by(better);
-        hits
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|r| (r.slot, r.sum))
+            .collect()
     }
 }
+
+/// A scored slot, ordered best first: higher sum, then lower slot.
+#[derive(Clone, Copy)]
+struct Ranked {
+    slot: u32,
+    sum: f32,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .sum
+            .total_cmp(&self.sum)
+            .then(self.slot.cmp(&other.slot))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
 
 #[cfg(test)]
 mod tests {
