@@ -23,14 +23,32 @@ const PARALLEL_ROWS: usize = 512;
 /// context rows (`rows x hidden`): per head, the softmax of the scaled query-key
 /// dot products over the sequence's own tokens, times their values.
 pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, hidden: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; qkv.len() / 3];
+    attention_into(qkv, offsets, heads, hidden, &mut out)?;
+    Ok(out)
+}
+
+/// [`attention`] into `out` (`rows * hidden` values), which it overwrites.
+pub fn attention_into(
+    qkv: &[f32],
+    offsets: &[usize],
+    heads: usize,
+    hidden: usize,
+    out: &mut [f32],
+) -> Result<()> {
     if heads == 0 || hidden == 0 || !hidden.is_multiple_of(heads) {
         let msg = format!("hidden size {hidden} must be a positive multiple of {heads} heads");
         return Err(Error::invalid("heads", msg));
     }
     let rows = check_offsets(offsets, qkv.len(), 3 * hidden)?;
-    let mut out = vec![0f32; rows * hidden];
+    if out.len() != rows * hidden {
+        let msg = format!("expected {rows} x {hidden} values, got {}", out.len());
+        return Err(Error::invalid("out", msg));
+    }
+    // The context rows accumulate over each sequence's values.
+    out.fill(0.0);
     let mut chunks = Vec::with_capacity(offsets.len().saturating_sub(1));
-    let mut rest = out.as_mut_slice();
+    let mut rest = out;
     for w in offsets.windows(2) {
         let (chunk, tail) = rest.split_at_mut((w[1] - w[0]) * hidden);
         chunks.push((w[0], w[1] - w[0], chunk));
@@ -45,7 +63,7 @@ pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, hidden: usize) ->
     } else {
         chunks.into_iter().for_each(one);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn sequence_attention(qkv: &[f32], len: usize, heads: usize, hidden: usize, out: &mut [f32]) {
@@ -169,20 +187,55 @@ pub fn int8_layers(
         let msg = format!("{} values are not the {rows} rows of offsets", x.len());
         return Err(Error::invalid("x", msg));
     }
+    let hidden = x.len() / rows;
+    for (i, layer) in layers.iter().enumerate() {
+        check_shapes(i, layer, hidden)?;
+    }
+    // Every intermediate lives in buffers allocated once per call and overwritten by
+    // each layer: fresh zeroed vectors per product were a memset of ~1.5 MB per
+    // layer for a batch of 100 token rows.
+    let buffer = |width: usize| vec![0f32; rows * width];
+    let inner = layers.iter().map(|l| l.up.out_features()).max();
+    let inner = inner.unwrap_or(0);
+    let (mut qkv, mut context) = (buffer(3 * hidden), buffer(hidden));
+    let (mut h, mut up, mut y) = (buffer(hidden), buffer(inner), buffer(hidden));
     for layer in layers {
-        let context = attention(
-            &layer.qkv.forward(&x, rows)?,
-            offsets,
-            heads,
-            x.len() / rows,
-        )?;
-        let mut h = layer.out.forward(&context, rows)?;
+        let inner = layer.up.out_features();
+        layer.qkv.forward_into(&x, rows, &mut qkv)?;
+        attention_into(&qkv, offsets, heads, hidden, &mut context)?;
+        layer.out.forward_into(&context, rows, &mut h)?;
         add_layer_norm(&mut h, Some(&x), layer.ln1.0, layer.ln1.1, eps)?;
-        let mut y = layer.down.forward(&layer.up.forward(&h, rows)?, rows)?;
+        let up = &mut up[..rows * inner];
+        layer.up.forward_into(&h, rows, up)?;
+        layer.down.forward_into(up, rows, &mut y)?;
         add_layer_norm(&mut y, Some(&h), layer.ln2.0, layer.ln2.1, eps)?;
-        x = y;
+        std::mem::swap(&mut x, &mut y);
     }
     Ok(x)
+}
+
+/// Checks that the products of layer `i` chain: hidden -> 3 hidden (qkv), hidden ->
+/// hidden (out), hidden -> inner (up), inner -> hidden (down).
+fn check_shapes(i: usize, layer: &Int8Layer<'_>, hidden: usize) -> Result<()> {
+    let inner = layer.up.out_features();
+    let products = [
+        ("qkv", layer.qkv, 3 * hidden),
+        ("out", layer.out, hidden),
+        ("up", layer.up, inner),
+        ("down", layer.down, hidden),
+    ];
+    for (name, product, outputs) in products {
+        let inputs = if name == "down" { inner } else { hidden };
+        if (product.in_features(), product.out_features()) != (inputs, outputs) {
+            let msg = format!(
+                "layer {i}: {name} maps {} -> {} features, expected {inputs} -> {outputs}",
+                product.in_features(),
+                product.out_features()
+            );
+            return Err(Error::invalid("layers", msg));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `offsets` start at 0, never decrease and end at the row count of
@@ -204,6 +257,7 @@ fn check_offsets(offsets: &[usize], values: usize, width: usize) -> Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activation::Activation;
 
     /// Attention straight from the definition, in f64, one sequence.
     fn reference(qkv: &[f32], len: usize, heads: usize, hidden: usize) -> Vec<f64> {
@@ -288,6 +342,81 @@ mod tests {
         }
     }
 
+    /// Two layers of hidden 32, 4 heads, inner 64, with GELU on the up product.
+    fn small_layers() -> (Vec<Int8Linear>, Vec<Vec<f32>>) {
+        let (hidden, inner) = (32, 64);
+        let linear = |n: usize, k: usize, seed: u32| {
+            let w: Vec<f32> = values(n * k, seed).iter().map(|v| v / 8.0).collect();
+            Int8Linear::new(&w, n, k, Some(&values(n, seed + 1))).unwrap()
+        };
+        let mut products = Vec::new();
+        for l in 0..2 {
+            let s = 10 * l;
+            products.push(linear(3 * hidden, hidden, s + 1));
+            products.push(linear(hidden, hidden, s + 3));
+            products.push(linear(inner, hidden, s + 5).with_activation(Some(Activation::Gelu)));
+            products.push(linear(hidden, inner, s + 7));
+        }
+        let norms = (0..8)
+            .map(|i| {
+                values(hidden, 50 + i)
+                    .iter()
+                    .map(|v| 1.0 + v / 10.0)
+                    .collect()
+            })
+            .collect();
+        (products, norms)
+    }
+
+    fn stack<'a>(products: &'a [Int8Linear], norms: &'a [Vec<f32>]) -> Vec<Int8Layer<'a>> {
+        products
+            .chunks(4)
+            .zip(norms.chunks(4))
+            .map(|(p, n)| Int8Layer {
+                qkv: &p[0],
+                out: &p[1],
+                ln1: (&n[0], &n[1]),
+                up: &p[2],
+                down: &p[3],
+                ln2: (&n[2], &n[3]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layer_stack_gives_the_floats_of_the_steps_one_by_one() {
+        let (products, norms) = small_layers();
+        let layers = stack(&products, &norms);
+        let offsets = [0, 3, 4, 20, 37];
+        let x = values(37 * 32, 11);
+        let mut expected = x.clone();
+        for l in &layers {
+            let qkv = l.qkv.forward(&expected, 37).unwrap();
+            let mut h = l
+                .out
+                .forward(&attention(&qkv, &offsets, 4, 32).unwrap(), 37)
+                .unwrap();
+            add_layer_norm(&mut h, Some(&expected), l.ln1.0, l.ln1.1, 1e-12).unwrap();
+            expected = l.down.forward(&l.up.forward(&h, 37).unwrap(), 37).unwrap();
+            add_layer_norm(&mut expected, Some(&h), l.ln2.0, l.ln2.1, 1e-12).unwrap();
+        }
+        assert_eq!(
+            int8_layers(x, &offsets, 4, 1e-12, &layers).unwrap(),
+            expected
+        );
+    }
+
+    #[test]
+    fn layer_stack_names_a_product_that_does_not_chain() {
+        let (mut products, norms) = small_layers();
+        products.swap(1, 2); // out and up
+        let layers = stack(&products, &norms);
+        match int8_layers(values(2 * 32, 1), &[0, 2], 4, 1e-12, &layers) {
+            Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "layers"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn bad_shapes_name_the_argument() {
         let qkv = vec![0f32; 2 * 3 * 8];
@@ -300,6 +429,9 @@ mod tests {
         assert_eq!(field(attention(&qkv, &[1, 2], 2, 8)), "offsets");
         assert_eq!(field(attention(&qkv, &[0, 2, 1, 2], 2, 8)), "offsets");
         assert_eq!(field(attention(&qkv[1..], &[0, 2], 2, 8)), "qkv");
+        let mut short = vec![0f32; 8];
+        let r = attention_into(&qkv, &[0, 2], 2, 8, &mut short);
+        assert_eq!(field(r.map(|()| Vec::new())), "out");
         let mut x = vec![0f32; 8];
         assert!(add_layer_norm(&mut x, None, &[1.0; 3], &[0.0; 3], 1e-5).is_err());
         assert!(add_layer_norm(&mut x, Some(&[0.0; 4]), &[1.0; 4], &[0.0; 4], 1e-5).is_err());
