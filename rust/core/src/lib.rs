@@ -13,6 +13,7 @@ pub mod error;
 pub mod gemm;
 pub mod hnsw;
 pub mod kv;
+mod simd;
 pub mod transformer;
 
 pub use error::{Error, Result};

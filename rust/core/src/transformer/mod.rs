@@ -9,6 +9,10 @@
 
 use rayon::prelude::*;
 
+mod layer_norm;
+
+pub use layer_norm::add_layer_norm;
+
 use crate::activation::exp_nonpositive;
 use crate::error::{Error, Result};
 use crate::gemm::Int8Linear;
@@ -111,51 +115,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
-}
-
-/// `x = layer_norm(x + residual) * gamma + beta` per row of `gamma.len()` values,
-/// in place; without a residual, the layer norm of `x` alone.
-pub fn add_layer_norm(
-    x: &mut [f32],
-    residual: Option<&[f32]>,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
-) -> Result<()> {
-    let width = gamma.len();
-    if width == 0 || beta.len() != width {
-        let msg = format!("gamma has {width} values and beta {}", beta.len());
-        return Err(Error::invalid("beta", msg));
-    }
-    if !x.len().is_multiple_of(width) {
-        let msg = format!("{} values are not rows of {width}", x.len());
-        return Err(Error::invalid("x", msg));
-    }
-    if let Some(r) = residual {
-        if r.len() != x.len() {
-            let msg = format!("{} values for {} in x", r.len(), x.len());
-            return Err(Error::invalid("residual", msg));
-        }
-    }
-    let norm_row = |(i, row): (usize, &mut [f32])| {
-        if let Some(r) = residual {
-            for (v, &add) in row.iter_mut().zip(&r[i * width..(i + 1) * width]) {
-                *v += add;
-            }
-        }
-        let mean = row.iter().sum::<f32>() / width as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((v, &g), &b) in row.iter_mut().zip(gamma).zip(beta) {
-            *v = (*v - mean) * inv * g + b;
-        }
-    };
-    if x.len() / width >= PARALLEL_ROWS {
-        x.par_chunks_mut(width).enumerate().for_each(norm_row);
-    } else {
-        x.chunks_mut(width).enumerate().for_each(norm_row);
-    }
-    Ok(())
 }
 
 /// One post-norm BERT encoder layer with int8 products, borrowed from its owner.
@@ -311,22 +270,6 @@ mod tests {
                 assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
             }
         }
-    }
-
-    #[test]
-    fn layer_norm_with_and_without_residual() {
-        let gamma = [1.0, 2.0, 0.5, 1.0];
-        let beta = [0.0, 1.0, -1.0, 0.5];
-        let mut x = vec![1.0, 2.0, 3.0, 4.0, -1.0, 0.0, 0.0, 1.0];
-        let residual = vec![1.0; 8];
-        add_layer_norm(&mut x, Some(&residual), &gamma, &beta, 1e-12).unwrap();
-        let mut alone = vec![2.0, 3.0, 4.0, 5.0, 0.0, 1.0, 1.0, 2.0];
-        add_layer_norm(&mut alone, None, &gamma, &beta, 1e-12).unwrap();
-        assert_eq!(x, alone);
-        // Row 1: mean 3.5, variance 1.25.
-        let inv = 1.0 / 1.25f32.sqrt();
-        assert!((x[0] - (-1.5 * inv)).abs() < 1e-6);
-        assert!((x[3] - (1.5 * inv + 0.5)).abs() < 1e-6);
     }
 
     #[test]
