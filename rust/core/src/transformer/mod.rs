@@ -7,115 +7,17 @@
 //! layer, each over the whole padded batch; for short queries that overhead was as
 //! much time as the int8 products themselves.
 
-use rayon::prelude::*;
-
+mod attention;
 mod layer_norm;
 
+pub use attention::{attention, attention_into};
 pub use layer_norm::add_layer_norm;
 
-use crate::activation::exp_nonpositive;
 use crate::error::{Error, Result};
 use crate::gemm::Int8Linear;
 
 /// Sequences at least this many token rows in total are split across rayon threads.
 const PARALLEL_ROWS: usize = 512;
-
-/// Multi-head self-attention of every sequence with itself.
-///
-/// `qkv` has one row of `3 * hidden` values per token: its query, key and value
-/// projections side by side, each `heads` blocks of `hidden / heads`. Returns the
-/// context rows (`rows x hidden`): per head, the softmax of the scaled query-key
-/// dot products over the sequence's own tokens, times their values.
-pub fn attention(qkv: &[f32], offsets: &[usize], heads: usize, hidden: usize) -> Result<Vec<f32>> {
-    let mut out = vec![0f32; qkv.len() / 3];
-    attention_into(qkv, offsets, heads, hidden, &mut out)?;
-    Ok(out)
-}
-
-/// [`attention`] into `out` (`rows * hidden` values), which it overwrites.
-pub fn attention_into(
-    qkv: &[f32],
-    offsets: &[usize],
-    heads: usize,
-    hidden: usize,
-    out: &mut [f32],
-) -> Result<()> {
-    if heads == 0 || hidden == 0 || !hidden.is_multiple_of(heads) {
-        let msg = format!("hidden size {hidden} must be a positive multiple of {heads} heads");
-        return Err(Error::invalid("heads", msg));
-    }
-    let rows = check_offsets(offsets, qkv.len(), 3 * hidden)?;
-    if out.len() != rows * hidden {
-        let msg = format!("expected {rows} x {hidden} values, got {}", out.len());
-        return Err(Error::invalid("out", msg));
-    }
-    // The context rows accumulate over each sequence's values.
-    out.fill(0.0);
-    let mut chunks = Vec::with_capacity(offsets.len().saturating_sub(1));
-    let mut rest = out;
-    for w in offsets.windows(2) {
-        let (chunk, tail) = rest.split_at_mut((w[1] - w[0]) * hidden);
-        chunks.push((w[0], w[1] - w[0], chunk));
-        rest = tail;
-    }
-    let one = |(start, len, chunk): (usize, usize, &mut [f32])| {
-        let rows = &qkv[start * 3 * hidden..(start + len) * 3 * hidden];
-        sequence_attention(rows, len, heads, hidden, chunk);
-    };
-    if rows >= PARALLEL_ROWS {
-        chunks.into_par_iter().for_each(one);
-    } else {
-        chunks.into_iter().for_each(one);
-    }
-    Ok(())
-}
-
-fn sequence_attention(qkv: &[f32], len: usize, heads: usize, hidden: usize, out: &mut [f32]) {
-    let d = hidden / heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let stride = 3 * hidden;
-    let mut scores = vec![0f32; len];
-    for h in 0..heads {
-        let (qo, ko, vo) = (h * d, hidden + h * d, 2 * hidden + h * d);
-        for i in 0..len {
-            let q = &qkv[i * stride + qo..i * stride + qo + d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let k = &qkv[j * stride + ko..j * stride + ko + d];
-                *s = dot(q, k) * scale;
-                max = max.max(*s);
-            }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = exp_nonpositive(*s - max);
-                sum += *s;
-            }
-            let context = &mut out[i * hidden + h * d..i * hidden + (h + 1) * d];
-            for (j, &p) in scores.iter().enumerate() {
-                let v = &qkv[j * stride + vo..j * stride + vo + d];
-                let weight = p / sum;
-                for (c, &x) in context.iter_mut().zip(v) {
-                    *c += weight * x;
-                }
-            }
-        }
-    }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums: the loop vectorises and the sum does not depend on one chain.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
-}
 
 /// One post-norm BERT encoder layer with int8 products, borrowed from its owner.
 pub struct Int8Layer<'a> {
@@ -197,79 +99,15 @@ fn check_shapes(i: usize, layer: &Int8Layer<'_>, hidden: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `offsets` start at 0, never decrease and end at the row count of
-/// `values` (rows of `width`); returns that row count.
-fn check_offsets(offsets: &[usize], values: usize, width: usize) -> Result<usize> {
-    if !values.is_multiple_of(width) {
-        let msg = format!("{values} values are not rows of {width}");
-        return Err(Error::invalid("qkv", msg));
-    }
-    let rows = values / width;
-    let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
-    if offsets.first() != Some(&0) || offsets.last() != Some(&rows) || !ordered {
-        let msg = format!("must rise from 0 to the {rows} rows of qkv");
-        return Err(Error::invalid("offsets", msg));
-    }
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::activation::Activation;
 
-    /// Attention straight from the definition, in f64, one sequence.
-    fn reference(qkv: &[f32], len: usize, heads: usize, hidden: usize) -> Vec<f64> {
-        let d = hidden / heads;
-        let at = |t: usize, c: usize| qkv[t * 3 * hidden + c] as f64;
-        let mut out = vec![0f64; len * hidden];
-        for h in 0..heads {
-            for i in 0..len {
-                let s: Vec<f64> = (0..len)
-                    .map(|j| {
-                        (0..d)
-                            .map(|c| at(i, h * d + c) * at(j, hidden + h * d + c))
-                            .sum::<f64>()
-                            / (d as f64).sqrt()
-                    })
-                    .collect();
-                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
-                let total: f64 = e.iter().sum();
-                for c in 0..d {
-                    out[i * hidden + h * d + c] = (0..len)
-                        .map(|j| e[j] / total * at(j, 2 * hidden + h * d + c))
-                        .sum();
-                }
-            }
-        }
-        out
-    }
-
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 500.0 - 2.0)
             .collect()
-    }
-
-    #[test]
-    fn ragged_batch_matches_each_sequence_alone() {
-        let (heads, hidden) = (4, 32);
-        let lens = [3usize, 1, 7, 5];
-        let rows: usize = lens.iter().sum();
-        let qkv = values(rows * 3 * hidden, 7);
-        let mut offsets = vec![0];
-        for l in lens {
-            offsets.push(offsets.last().unwrap() + l);
-        }
-        let out = attention(&qkv, &offsets, heads, hidden).unwrap();
-        for (w, &len) in offsets.windows(2).zip(&lens) {
-            let seq = &qkv[w[0] * 3 * hidden..w[1] * 3 * hidden];
-            let want = reference(seq, len, heads, hidden);
-            for (got, want) in out[w[0] * hidden..w[1] * hidden].iter().zip(&want) {
-                assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
-            }
-        }
     }
 
     #[test]
