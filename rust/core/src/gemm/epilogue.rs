@@ -1,9 +1,9 @@
 //! The float epilogue: exact sums -> `sum as f32 * row_scale * column_scale + bias`,
 //! then the activation, for a block of rows of one panel.
 //!
-//! Compiled twice, portable and for AVX-512 (16 lanes), and picked per block: the
-//! same operations in the same order and no fused multiply-add, so both builds give
-//! the same floats.
+//! Compiled twice, portable and for AVX-512 (16 lanes, with the activation's
+//! AVX-512 form), and picked per block: the same operations in the same order and no
+//! fused multiply-add, so both builds give the same floats.
 
 use super::kernel::PANEL;
 use crate::activation::Activation;
@@ -33,7 +33,7 @@ impl Epilogue<'_> {
             // SAFETY: the CPU has the feature.
             return unsafe { self.rows_avx512(first, col, sums, row_scales, out) };
         }
-        self.rows_body(first, col, sums, row_scales, out);
+        self.rows_body::<false>(first, col, sums, row_scales, out);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -46,11 +46,12 @@ impl Epilogue<'_> {
         row_scales: &[f32],
         out: &mut [f32],
     ) {
-        self.rows_body(first, col, sums, row_scales, out);
+        self.rows_body::<true>(first, col, sums, row_scales, out);
     }
 
+    /// `AVX512`: the caller is compiled for AVX-512, so the activation may use it.
     #[inline(always)]
-    pub(super) fn rows_body(
+    pub(super) fn rows_body<const AVX512: bool>(
         &self,
         first: usize,
         col: usize,
@@ -76,8 +77,13 @@ impl Epilogue<'_> {
                     }
                 }
             }
-            if let Some(activation) = self.activation {
-                activation.apply(dst);
+            match self.activation {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX512 is only set by `rows_avx512`, which runs after the
+                // CPU was found to have the feature.
+                Some(activation) if AVX512 => unsafe { activation.apply_avx512(dst) },
+                Some(activation) => activation.apply(dst),
+                None => {}
             }
         }
     }
