@@ -59,15 +59,37 @@ impl Epilogue<'_> {
         row_scales: &[f32],
         out: &mut [f32],
     ) {
-        let (n, width) = (self.n, PANEL.min(self.n - col));
+        // Every panel but the last is whole: a width known at compile time makes each
+        // row two straight vectors, without the loop and remainder of a slice of
+        // unknown length (which cost as much again).
+        let width = self.n - col;
+        if width >= PANEL {
+            self.rows_of::<AVX512>(first, col, PANEL, sums, row_scales, out);
+        } else {
+            self.rows_of::<AVX512>(first, col, width, sums, row_scales, out);
+        }
+    }
+
+    #[inline(always)]
+    fn rows_of<const AVX512: bool>(
+        &self,
+        first: usize,
+        col: usize,
+        width: usize,
+        sums: &[[i32; PANEL]],
+        row_scales: &[f32],
+        out: &mut [f32],
+    ) {
+        let n = self.n;
         let col_scales = &self.col_scales[col..col + width];
+        let bias = self.bias.map(|b| &b[col..col + width]);
         for (r, ints) in (first..).zip(sums) {
             let scale = row_scales[r];
             let dst = &mut out[r * n + col..r * n + col + width];
             let scaled = dst.iter_mut().zip(&ints[..width]).zip(col_scales);
-            match self.bias {
+            match bias {
                 Some(bias) => {
-                    for (((y, &v), &s), &b) in scaled.zip(&bias[col..col + width]) {
+                    for (((y, &v), &s), &b) in scaled.zip(bias) {
                         *y = v as f32 * scale * s + b;
                     }
                 }
