@@ -148,8 +148,15 @@ def test_int8_ranks_like_float32(embedder: Embedder, int8_embedder: Embedder) ->
         assert list(scores.argmax(axis=1)) == [6, 7, 5, 8]
     exact = embedder.encode(queries) @ embedder.encode(REAL_TEXTS).T
     quantized = int8_embedder.encode(queries) @ int8_embedder.encode(REAL_TEXTS).T
+    # int8 moves a score by up to ~0.015 here, and which way depends on float32
+    # rounding anywhere upstream (a code on a rounding edge flips, and the flip
+    # spreads through the later layers): texts whose float32 scores are closer than
+    # that may swap places. So: every score within 0.03, and int8's top three are
+    # texts that float32 scores within 0.03 of its own third best.
+    assert np.abs(exact - quantized).max() < 0.03
     for a, b in zip(exact, quantized, strict=True):
-        assert list(np.argsort(-a)[:3]) == list(np.argsort(-b)[:3])
+        third = np.sort(a)[-3]
+        assert all(a[j] > third - 0.03 for j in np.argsort(-b)[:3]), (a, b)
 
 
 def test_int8_query_vector_does_not_depend_on_its_batch(int8_embedder: Embedder) -> None:

@@ -15,6 +15,7 @@ pub mod gemm;
 pub mod hnsw;
 pub mod kv;
 pub mod lexical;
+mod simd;
 pub mod transformer;
 
 pub use error::{Error, Result};

@@ -66,7 +66,7 @@ fn the_activation_applies_to_the_biased_product() {
         let mut portable = vec![0f32; m * n];
         let epilogue = lin.epilogue();
         lin.product(&codes, |first, col, sums| {
-            epilogue.rows_body(first, col, sums, &scales, &mut portable);
+            epilogue.rows_body::<false>(first, col, sums, &scales, &mut portable);
         });
         assert_eq!(portable, expected, "{kernel:?}");
     }
