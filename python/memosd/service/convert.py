@@ -56,26 +56,30 @@ def cube(record: CubeRecord) -> types_pb2.Cube:
     )
 
 
-def memory(record: MemoryRecord) -> types_pb2.Memory:
-    message = types_pb2.Memory(
-        id=record.id,
-        cube_id=record.cube_id,
-        type=_TYPE_VALUES[record.type],
-        content=record.content,
-        version=record.version,
-        state=_STATE_VALUES[record.state],
-        tags=record.tags,
-        metadata=record.metadata,
-        priority=record.priority,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        source=record.source,
-        lineage=[
-            types_pb2.MemoryRef(memory_id=r.memory_id, version=r.version) for r in record.lineage
-        ],
-        access_count=record.access_count,
-        change_kind=_CHANGE_VALUES[record.change_kind],
-    )
+def memory(record: MemoryRecord, into: types_pb2.Memory | None = None) -> types_pb2.Memory:
+    """``record`` as a Memory message: a new one, or written into ``into`` (a fresh
+    sub-message such as ``response.hits.add().memory``, which saves building a
+    message and copying it in). Set field by field: about half the time of the
+    keyword constructor on the search hot path."""
+    message = types_pb2.Memory() if into is None else into
+    message.id = record.id
+    message.cube_id = record.cube_id
+    message.type = _TYPE_VALUES[record.type]  # type: ignore[assignment]
+    message.content = record.content
+    message.version = record.version
+    message.state = _STATE_VALUES[record.state]  # type: ignore[assignment]
+    if record.tags:  # (extending by nothing still costs a call into protobuf)
+        message.tags.extend(record.tags)
+    if record.metadata:
+        message.metadata.update(record.metadata)
+    message.priority = record.priority
+    message.created_at = record.created_at
+    message.updated_at = record.updated_at
+    message.source = record.source
+    for ref in record.lineage:
+        message.lineage.add(memory_id=ref.memory_id, version=ref.version)
+    message.access_count = record.access_count
+    message.change_kind = _CHANGE_VALUES[record.change_kind]  # type: ignore[assignment]
     if record.expires_at is not None:
         message.expires_at = record.expires_at
     if record.last_access_at is not None:
@@ -83,7 +87,12 @@ def memory(record: MemoryRecord) -> types_pb2.Memory:
     return message
 
 
+_NO_FILTER = SearchFilter()
+
+
 def memory_filter(message: types_pb2.MemoryFilter) -> SearchFilter:
+    if message.ByteSize() == 0:  # no filter set: the common case, and a shared value
+        return _NO_FILTER
     return SearchFilter(
         tags_any=tuple(message.tags_any),
         tags_all=tuple(message.tags_all),

@@ -88,9 +88,10 @@ class MemoryServicer(Servicer, pb_grpc.MemoryServiceServicer):
                 flt,
             )
         )
-        return pb.SearchMemoriesResponse(
-            hits=[pb.SearchHit(memory=convert.memory(r), score=s) for r, s in hits]
-        )
+        response = pb.SearchMemoriesResponse()
+        for record, score in hits:
+            convert.memory(record, into=response.hits.add(score=score).memory)
+        return response
 
     @rpc
     async def ListMemories(
