@@ -50,7 +50,7 @@ pub fn attention_into(
         let msg = format!("hidden size {hidden} must be a positive multiple of {heads} heads");
         return Err(Error::invalid("heads", msg));
     }
-    let rows = check_offsets(offsets, qkv.len(), 3 * hidden)?;
+    let rows = check_offsets(offsets, qkv.len(), 3 * hidden, "qkv")?;
     if out.len() != rows * hidden {
         let msg = format!("expected {rows} x {hidden} values, got {}", out.len());
         return Err(Error::invalid("out", msg));
@@ -225,17 +225,22 @@ fn padded(values: &[f32]) -> [f32; LANES] {
     })
 }
 
-/// Checks that `offsets` start at 0, never decrease and end at the row count of
-/// `values` (rows of `width`); returns that row count.
-fn check_offsets(offsets: &[usize], values: usize, width: usize) -> Result<usize> {
+/// Checks that `values` (named `field`) are whole rows of `width` and that
+/// `offsets` start at 0, never decrease and end at their row count; returns it.
+pub(super) fn check_offsets(
+    offsets: &[usize],
+    values: usize,
+    width: usize,
+    field: &'static str,
+) -> Result<usize> {
     if !values.is_multiple_of(width) {
         let msg = format!("{values} values are not rows of {width}");
-        return Err(Error::invalid("qkv", msg));
+        return Err(Error::invalid(field, msg));
     }
     let rows = values / width;
     let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
     if offsets.first() != Some(&0) || offsets.last() != Some(&rows) || !ordered {
-        let msg = format!("must rise from 0 to the {rows} rows of qkv");
+        let msg = format!("must rise from 0 to the {rows} rows of {field}");
         return Err(Error::invalid("offsets", msg));
     }
     Ok(rows)

@@ -1,5 +1,5 @@
-//! The parts of a BERT encoder layer around its matrix products: self-attention
-//! over a ragged batch, and residual add + layer norm.
+//! The parts of a BERT encoder around its matrix products: token embeddings,
+//! self-attention over a ragged batch, residual add + layer norm, mean pooling.
 //!
 //! A batch is its sequences' token rows one after another (`offsets[i]..offsets[i+1]`
 //! are sequence i's rows), so nothing is padded: a query of 9 tokens batched with
@@ -8,9 +8,11 @@
 //! much time as the int8 products themselves.
 
 mod attention;
+mod embedding;
 mod layer_norm;
 
 pub use attention::{attention, attention_into};
+pub use embedding::{embed, mean_pool, Embeddings};
 pub use layer_norm::add_layer_norm;
 
 use crate::error::{Error, Result};
