@@ -11,8 +11,10 @@ from memosd._native import (
     Int8Linear,
     add_layer_norm,
     attention,
+    embed_tokens,
     gelu_in_place,
     int8_encoder_layers,
+    mean_pool,
 )
 from memosd.errors import InvalidArgumentError
 from scipy.special import erf
@@ -87,6 +89,67 @@ def test_layer_norm_adds_the_residual() -> None:
 def _layer_norm_onto_itself(x: np.ndarray) -> None:
     """x as its own residual: x is written in place, so the call must refuse it."""
     add_layer_norm(x, x, np.ones(4, np.float32), np.zeros(4, np.float32), 1e-5)
+
+
+def _tables(rng: np.random.Generator, hidden: int = 16) -> dict[str, np.ndarray]:
+    def f32(*shape: int) -> np.ndarray:
+        return rng.standard_normal(shape).astype(np.float32)
+
+    return {
+        "word": f32(50, hidden),
+        "position": f32(12, hidden),
+        "token_type": f32(hidden),
+        "gamma": f32(hidden),
+        "beta": f32(hidden),
+    }
+
+
+def test_embed_tokens_gives_the_numpy_rows() -> None:
+    t = _tables(np.random.default_rng(5))
+    ids = np.array([4, 49, 0, 7, 7, 12, 3], dtype=np.int64)
+    offsets = np.array([0, 2, 2, 7], dtype=np.int64)
+    positions = np.array([0, 1, 0, 1, 2, 3, 4])
+    expected = t["word"][ids] + t["position"][positions] + t["token_type"]
+    add_layer_norm(expected, None, t["gamma"], t["beta"], 1e-12)
+    got = embed_tokens(ids, offsets, *t.values(), 1e-12)
+    assert got.shape == (7, 16) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_mean_pool_averages_and_normalises_each_sequence() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 16)).astype(np.float32)
+    offsets = np.array([0, 4, 5, 9], dtype=np.int64)
+    pooled = np.add.reduceat(x, offsets[:-1], axis=0) / np.diff(offsets)[:, None]
+    expected = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+    got = mean_pool(x, offsets)
+    assert got.shape == (3, 16) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_embed_tokens_and_mean_pool_name_the_bad_argument() -> None:
+    t = _tables(np.random.default_rng(7))
+    ids, offsets = np.array([1, 2], dtype=np.int64), np.array([0, 2], dtype=np.int64)
+    cases = {
+        "ids": [
+            lambda: embed_tokens(np.array([50, 1]), offsets, *t.values(), 1e-12),
+            lambda: embed_tokens(np.zeros(13, np.int64), np.array([0, 13]), *t.values(), 1e-12),
+            lambda: embed_tokens(ids.astype(np.int32), offsets, *t.values(), 1e-12),
+        ],
+        "offsets": [lambda: embed_tokens(ids, np.array([0, 3]), *t.values(), 1e-12)],
+        "word": [
+            lambda: embed_tokens(
+                ids, offsets, t["word"].astype(np.float64), *list(t.values())[1:], 1e-12
+            )
+        ],
+        "x": [lambda: mean_pool(np.zeros(4, np.float32), offsets)],
+    }
+    cases["offsets"].append(lambda: mean_pool(np.zeros((3, 4), np.float32), offsets))
+    for field, calls in cases.items():
+        for call in calls:
+            with pytest.raises(InvalidArgumentError) as info:
+                call()
+            assert info.value.field == field
 
 
 @pytest.mark.parametrize(

@@ -268,7 +268,7 @@ class Int8Linear:
         ``q(x) = rint(x * (127 / max|row|))`` and ``row_scale = max|row| / 127``.
         Large products use all cores; the GIL is released."""
 
-# ---- Activations (rust/core/src/activation.rs, rust/py/src/activation.rs) -----
+# ---- Activations (rust/core/src/activation/, rust/py/src/activation.rs) -------
 
 __all__ += ["gelu_in_place"]
 
@@ -277,9 +277,27 @@ def gelu_in_place(x: npt.NDArray[np.float32]) -> None:
     about 1e-7 times ``1 + |x|``). ``x`` must be a writable C-contiguous float32 array;
     anything else raises ``InvalidArgumentError`` naming ``x``."""
 
-# ---- Encoder layers (rust/core/src/transformer.rs, rust/py/src/transformer.rs) -
+# ---- Encoder (rust/core/src/transformer/, rust/py/src/transformer.rs) ---------
 
-__all__ += ["add_layer_norm", "attention", "int8_encoder_layers"]
+__all__ += ["add_layer_norm", "attention", "embed_tokens", "int8_encoder_layers", "mean_pool"]
+
+def embed_tokens(
+    ids: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    word: npt.NDArray[np.float32],
+    position: npt.NDArray[np.float32],
+    token_type: npt.NDArray[np.float32],
+    gamma: npt.NDArray[np.float32],
+    beta: npt.NDArray[np.float32],
+    eps: float,
+) -> npt.NDArray[np.float32]:
+    """BERT's input rows for a ragged batch of token ids: row ``offsets[i] + p`` is
+    ``layer_norm((word[ids[r]] + position[p]) + token_type) * gamma + beta``, float32
+    ``(len(ids), len(gamma))``. ``ids`` and ``offsets`` are int64 (``offsets`` as for
+    ``attention``); the tables C-contiguous float32 with rows of ``len(gamma)``,
+    ``token_type`` one row. An id outside the word table or a sequence longer than
+    the position table raises ``InvalidArgumentError`` naming ``ids``; other bad
+    input names its argument."""
 
 def attention(
     qkv: npt.NDArray[np.float32], offsets: npt.NDArray[np.int64], heads: int
@@ -330,6 +348,15 @@ def int8_encoder_layers(
     with ``up`` carrying its GELU. Per layer: ``h = add_layer_norm(out(attention(qkv(x))),
     x)``, ``x = add_layer_norm(down(up(h)), h)``: the same floats as those calls one
     by one. Bad input raises ``InvalidArgumentError`` naming the argument."""
+
+def mean_pool(
+    x: npt.NDArray[np.float32], offsets: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """Sentence embeddings of a ragged batch: for each sequence (``offsets`` as for
+    ``attention``), the mean of its rows of ``x`` (float32 ``(rows, hidden)``),
+    divided by its L2 norm (at least 1e-12); float32 ``(len(offsets) - 1, hidden)``.
+    An empty sequence gives zeros. Bad input raises ``InvalidArgumentError`` naming
+    the argument."""
 
 # ---- Lexical scoring (rust/core/src/lexical.rs, rust/py/src/lexical.rs) --------
 

@@ -164,16 +164,28 @@ class BertEncoder:
         return ids, offsets
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        from memosd._native import add_layer_norm, attention, int8_encoder_layers
+        from memosd._native import (
+            add_layer_norm,
+            attention,
+            embed_tokens,
+            int8_encoder_layers,
+            mean_pool,
+        )
 
         ids, offsets = self.tokenize(texts)
-        lengths = np.diff(offsets)
         # Tokens of all texts as rows of one matrix, unpadded: one product per weight
         # for the whole batch, and attention (in memosd._native) keeps each text to
         # its own rows.
-        positions = np.arange(len(ids)) - np.repeat(offsets[:-1], lengths)
-        x = self._word[ids] + self._position[positions] + self._token_type
-        add_layer_norm(x, None, self._ln_g, self._ln_b, self.eps)
+        x = embed_tokens(
+            ids,
+            offsets,
+            self._word,
+            self._position,
+            self._token_type,
+            self._ln_g,
+            self._ln_b,
+            self.eps,
+        )
         if self.quantize:
             # Every product is native: the whole stack runs in one call, without
             # holding the GIL, so other threads (the daemon's gRPC loop) go on.
@@ -185,9 +197,7 @@ class BertEncoder:
                 add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
                 x = layer.down(layer.up(h))
                 add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
-        pooled = np.add.reduceat(x, offsets[:-1], axis=0) / lengths[:, None].astype(np.float32)
-        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return mean_pool(x, offsets)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:

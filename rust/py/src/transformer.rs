@@ -1,5 +1,6 @@
-//! Python surface of the encoder-layer helpers: `attention`, `add_layer_norm` and
-//! `int8_encoder_layers` (the whole stack of int8 layers in one call).
+//! Python surface of the encoder helpers: `embed_tokens`, `attention`,
+//! `add_layer_norm`, `int8_encoder_layers` (the whole stack of int8 layers in one
+//! call) and `mean_pool`.
 //!
 //! Arrays must be C-contiguous float32 (offsets int64); the work runs with the GIL
 //! released.
@@ -17,14 +18,20 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention, m)?)?;
     m.add_function(wrap_pyfunction!(add_layer_norm, m)?)?;
     m.add_function(wrap_pyfunction!(int8_encoder_layers, m)?)?;
+    m.add_function(wrap_pyfunction!(embed_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(mean_pool, m)?)?;
     Ok(())
 }
 
+fn int64s(field: &str, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    match obj.cast::<PyArray1<i64>>() {
+        Ok(a) => Ok(a.to_vec()?),
+        Err(_) => Err(invalid(field, "expected a 1-D int64 array")),
+    }
+}
+
 fn offsets_arg(obj: &Bound<'_, PyAny>) -> PyResult<Vec<usize>> {
-    let offsets = match obj.cast::<PyArray1<i64>>() {
-        Ok(a) => a.to_vec()?,
-        Err(_) => return Err(invalid("offsets", "expected a 1-D int64 array")),
-    };
+    let offsets = int64s("offsets", obj)?;
     if offsets.iter().any(|&o| o < 0) {
         return Err(invalid("offsets", "must not be negative"));
     }
@@ -144,6 +151,84 @@ fn int8_encoder_layers<'py>(
         .detach(|| transformer::int8_layers(values, &offsets, heads, eps, &stack))
         .map_err(PyErrWrap)?;
     let out = Array2::from_shape_vec(shape, out)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    Ok(out.into_pyarray(py))
+}
+
+/// Token rows from ids: word + position + token-type embeddings, layer norm; see
+/// `_native.pyi`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn embed_tokens<'py>(
+    py: Python<'py>,
+    ids: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+    word: &Bound<'py, PyAny>,
+    position: &Bound<'py, PyAny>,
+    token_type: &Bound<'py, PyAny>,
+    gamma: &Bound<'py, PyAny>,
+    beta: &Bound<'py, PyAny>,
+    eps: f32,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let ids = int64s("ids", ids)?;
+    let offsets = offsets_arg(offsets)?;
+    let arrays = [
+        ("word", word),
+        ("position", position),
+        ("token_type", token_type),
+        ("gamma", gamma),
+        ("beta", beta),
+    ];
+    let arrays = arrays
+        .into_iter()
+        .map(|(field, a)| floats(field, a))
+        .collect::<PyResult<Vec<_>>>()?;
+    let s = arrays
+        .iter()
+        .map(|a| a.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    let tables = transformer::Embeddings {
+        word: s[0],
+        position: s[1],
+        token_type: s[2],
+        gamma: s[3],
+        beta: s[4],
+        eps,
+    };
+    let out = py
+        .detach(|| transformer::embed(&ids, &offsets, &tables))
+        .map_err(PyErrWrap)?;
+    rows(py, out, ids.len(), tables.gamma.len())
+}
+
+/// Mean of each sequence's rows, L2-normalised; see `_native.pyi`.
+#[pyfunction]
+fn mean_pool<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    offsets: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let x = floats("x", x)?;
+    if x.ndim() != 2 {
+        return Err(invalid("x", "expected shape (rows, hidden)"));
+    }
+    let hidden = x.shape()[1];
+    let offsets = offsets_arg(offsets)?;
+    let values = x.as_slice()?;
+    let out = py
+        .detach(|| transformer::mean_pool(values, &offsets, hidden))
+        .map_err(PyErrWrap)?;
+    rows(py, out, offsets.len().saturating_sub(1), hidden)
+}
+
+/// `values` as a new `(rows, width)` array.
+fn rows(
+    py: Python<'_>,
+    values: Vec<f32>,
+    rows: usize,
+    width: usize,
+) -> PyResult<Bound<'_, PyArray2<f32>>> {
+    let out = Array2::from_shape_vec((rows, width), values)
         .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
     Ok(out.into_pyarray(py))
 }

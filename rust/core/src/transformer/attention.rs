@@ -8,8 +8,9 @@
 //! broadcast against them gives one vector of scores, and the softmax's max and sum
 //! over keys are then lane-wise, with no horizontal step. Every lane adds in the
 //! order of the scalar definition (scores over dimensions, the softmax sum and the
-//! context over keys), and `multiversion!` compiles the code per instruction set, so
-//! each build gives the same floats.
+//! context over keys; the context is divided by the sum at the end), and
+//! `multiversion!` compiles the code per instruction set, so each build gives the
+//! same floats.
 
 use rayon::prelude::*;
 
@@ -50,7 +51,7 @@ pub fn attention_into(
         let msg = format!("hidden size {hidden} must be a positive multiple of {heads} heads");
         return Err(Error::invalid("heads", msg));
     }
-    let rows = check_offsets(offsets, qkv.len(), 3 * hidden)?;
+    let rows = check_offsets(offsets, qkv.len(), 3 * hidden, "qkv")?;
     if out.len() != rows * hidden {
         let msg = format!("expected {rows} x {hidden} values, got {}", out.len());
         return Err(Error::invalid("out", msg));
@@ -105,12 +106,18 @@ fn sequence_body(qkv: &[f32], len: usize, heads: usize, hidden: usize, out: &mut
                 }
             }
             scores(&queries, qkv, len, stride, ko, scale, &mut weights);
-            softmax(&mut weights);
+            let inv = softmax(&mut weights);
             for lane in (0..n).step_by(QUERIES) {
                 let m = QUERIES.min(n - lane);
                 let rows = first + lane..first + lane + m;
                 let out = &mut out[rows.start * hidden..rows.end * hidden];
-                context(&weights, lane, qkv, stride, vo, d, out, hidden, h * d);
+                let values = Values {
+                    qkv,
+                    stride,
+                    at: vo,
+                    d,
+                };
+                context(&weights, &inv, lane, values, out, hidden, h * d);
             }
         }
     }
@@ -153,10 +160,11 @@ fn scores(
     }
 }
 
-/// Scores (one row per key, one lane per query) -> softmax weights over keys, lane
-/// by lane: max, `exp(s - max)`, their sum in key order, times its reciprocal.
+/// Scores (one row per key, one lane per query) -> `exp(s - max)` over keys, lane by
+/// lane; returns the reciprocals of their sums (in key order), which the context
+/// rows are scaled by rather than every weight.
 #[inline(always)]
-fn softmax(rows: &mut [[f32; LANES]]) {
+fn softmax(rows: &mut [[f32; LANES]]) -> [f32; LANES] {
     let mut max = [f32::NEG_INFINITY; LANES];
     for row in rows.iter() {
         for (m, &s) in max.iter_mut().zip(row) {
@@ -170,32 +178,38 @@ fn softmax(rows: &mut [[f32; LANES]]) {
             *t += *s;
         }
     }
-    // One division per lane; a division per weight was a tenth of the time.
-    let inv = sum.map(|t| 1.0 / t);
-    for row in rows.iter_mut() {
-        for (s, &i) in row.iter_mut().zip(&inv) {
-            *s *= i;
-        }
-    }
+    sum.map(|t| 1.0 / t)
+}
+
+/// One head's values: `d` columns from `at` of each row of `qkv` (rows of `stride`).
+#[derive(Clone, Copy)]
+struct Values<'a> {
+    qkv: &'a [f32],
+    stride: usize,
+    at: usize,
+    d: usize,
 }
 
 /// For the queries in lanes `lane..` (one per row of `out`, at most [`QUERIES`]):
-/// `out[r][at + c] = sum over keys j of weights[j][lane + r] * value j [c]` (values at
-/// column `vo` of `qkv`'s rows, `d` of them), summed in key order.
-#[allow(clippy::too_many_arguments)]
+/// `out[r][at + c] = (sum over keys j of weights[j][lane + r] * value j [c]) *
+/// inv[lane + r]`, summed in key order.
 #[inline(always)]
 fn context(
     weights: &[[f32; LANES]],
+    inv: &[f32; LANES],
     lane: usize,
-    qkv: &[f32],
-    stride: usize,
-    vo: usize,
-    d: usize,
+    values: Values<'_>,
     out: &mut [f32],
     hidden: usize,
     at: usize,
 ) {
     debug_assert!(LANES.is_multiple_of(QUERIES) && lane.is_multiple_of(QUERIES));
+    let Values {
+        qkv,
+        stride,
+        at: vo,
+        d,
+    } = values;
     for c in (0..d).step_by(LANES) {
         let width = LANES.min(d - c);
         // Whole blocks of lanes: those past the last query (finite weights) are
@@ -209,8 +223,11 @@ fn context(
                 }
             }
         }
-        for (row, acc) in out.chunks_exact_mut(hidden).zip(&acc) {
-            row[at + c..at + c + width].copy_from_slice(&acc[..width]);
+        let rows = out.chunks_exact_mut(hidden).zip(&acc).zip(&inv[lane..]);
+        for ((row, acc), &inv) in rows {
+            for (o, &a) in row[at + c..at + c + width].iter_mut().zip(acc) {
+                *o = a * inv;
+            }
         }
     }
 }
@@ -225,17 +242,22 @@ fn padded(values: &[f32]) -> [f32; LANES] {
     })
 }
 
-/// Checks that `offsets` start at 0, never decrease and end at the row count of
-/// `values` (rows of `width`); returns that row count.
-fn check_offsets(offsets: &[usize], values: usize, width: usize) -> Result<usize> {
+/// Checks that `values` (named `field`) are whole rows of `width` and that
+/// `offsets` start at 0, never decrease and end at their row count; returns it.
+pub(super) fn check_offsets(
+    offsets: &[usize],
+    values: usize,
+    width: usize,
+    field: &'static str,
+) -> Result<usize> {
     if !values.is_multiple_of(width) {
         let msg = format!("{values} values are not rows of {width}");
-        return Err(Error::invalid("qkv", msg));
+        return Err(Error::invalid(field, msg));
     }
     let rows = values / width;
     let ordered = offsets.windows(2).all(|w| w[0] <= w[1]);
     if offsets.first() != Some(&0) || offsets.last() != Some(&rows) || !ordered {
-        let msg = format!("must rise from 0 to the {rows} rows of qkv");
+        let msg = format!("must rise from 0 to the {rows} rows of {field}");
         return Err(Error::invalid("offsets", msg));
     }
     Ok(rows)

@@ -1,5 +1,5 @@
-//! The parts of a BERT encoder layer around its matrix products: self-attention
-//! over a ragged batch, and residual add + layer norm.
+//! The parts of a BERT encoder around its matrix products: token embeddings,
+//! self-attention over a ragged batch, residual add + layer norm, mean pooling.
 //!
 //! A batch is its sequences' token rows one after another (`offsets[i]..offsets[i+1]`
 //! are sequence i's rows), so nothing is padded: a query of 9 tokens batched with
@@ -8,9 +8,11 @@
 //! much time as the int8 products themselves.
 
 mod attention;
+mod embedding;
 mod layer_norm;
 
 pub use attention::{attention, attention_into};
+pub use embedding::{embed, mean_pool, Embeddings};
 pub use layer_norm::add_layer_norm;
 
 use crate::error::{Error, Result};
@@ -53,24 +55,28 @@ pub fn int8_layers(
         check_shapes(i, layer, hidden)?;
     }
     // Every intermediate lives in buffers allocated once per call and overwritten by
-    // each layer: fresh zeroed vectors per product were a memset of ~1.5 MB per
-    // layer for a batch of 100 token rows.
-    let buffer = |width: usize| vec![0f32; rows * width];
+    // each layer (fresh zeroed vectors per product were a memset of ~1.5 MB per
+    // layer for a batch of 100 token rows), and buffers whose contents are dead
+    // are reused: `wide` holds qkv, then the FFN's inner rows; `spare` the
+    // attention context, then the layer's output.
     let inner = layers.iter().map(|l| l.up.out_features()).max();
-    let inner = inner.unwrap_or(0);
-    let (mut qkv, mut context) = (buffer(3 * hidden), buffer(hidden));
-    let (mut h, mut up, mut y) = (buffer(hidden), buffer(inner), buffer(hidden));
+    let wide = (3 * hidden).max(inner.unwrap_or(0));
+    let (mut wide, mut spare, mut h) = (
+        vec![0f32; rows * wide],
+        vec![0f32; rows * hidden],
+        vec![0f32; rows * hidden],
+    );
     for layer in layers {
-        let inner = layer.up.out_features();
-        layer.qkv.forward_into(&x, rows, &mut qkv)?;
-        attention_into(&qkv, offsets, heads, hidden, &mut context)?;
-        layer.out.forward_into(&context, rows, &mut h)?;
+        let qkv = &mut wide[..rows * 3 * hidden];
+        layer.qkv.forward_into(&x, rows, qkv)?;
+        attention_into(qkv, offsets, heads, hidden, &mut spare)?;
+        layer.out.forward_into(&spare, rows, &mut h)?;
         add_layer_norm(&mut h, Some(&x), layer.ln1.0, layer.ln1.1, eps)?;
-        let up = &mut up[..rows * inner];
+        let up = &mut wide[..rows * layer.up.out_features()];
         layer.up.forward_into(&h, rows, up)?;
-        layer.down.forward_into(up, rows, &mut y)?;
-        add_layer_norm(&mut y, Some(&h), layer.ln2.0, layer.ln2.1, eps)?;
-        std::mem::swap(&mut x, &mut y);
+        layer.down.forward_into(up, rows, &mut spare)?;
+        add_layer_norm(&mut spare, Some(&h), layer.ln2.0, layer.ln2.1, eps)?;
+        std::mem::swap(&mut x, &mut spare);
     }
     Ok(x)
 }
