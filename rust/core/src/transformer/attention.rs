@@ -296,9 +296,7 @@ mod tests {
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 500.0 - 2.0)
-            .collect()
+        crate::transformer::test_values(n, seed, 2.0)
     }
 
     fn offsets(lens: &[usize]) -> Vec<usize> {

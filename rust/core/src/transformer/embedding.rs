@@ -103,9 +103,7 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 700.0 - 1.4)
-            .collect()
+        crate::transformer::test_values(n, seed, 1.4)
     }
 
     #[test]

@@ -98,9 +98,7 @@ mod tests {
     }
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 300.0 - 3.0)
-            .collect()
+        crate::transformer::test_values(n, seed, 3.0)
     }
 
     /// Against an f64 layer norm, at widths around the lane count.

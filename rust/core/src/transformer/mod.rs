@@ -105,15 +105,23 @@ fn check_shapes(i: usize, layer: &Int8Layer<'_>, hidden: usize) -> Result<()> {
     Ok(())
 }
 
+/// Deterministic test inputs: `n` values spread over `[-range, range)`, varied by
+/// `seed` (shared by the tests of this module's parts).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u32, range: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 1000.0 - 1.0)
+        .map(|unit| unit * range)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::activation::Activation;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 2000) as f32 / 500.0 - 2.0)
-            .collect()
+        crate::transformer::test_values(n, seed, 2.0)
     }
 
     #[test]
