@@ -85,17 +85,6 @@ class Search:
             self._wake.notify()
         return future
 
-    def search(
-        self,
-        cube_ids: Sequence[str],
-        query: str,
-        top_k: int,
-        mode: str,
-        flt: SearchFilter,
-    ) -> Hits:
-        """``submit`` and wait for the result."""
-        return self.submit(cube_ids, query, top_k, mode, flt).result()
-
     def close(self) -> None:
         """Serve what is queued, then stop both stages."""
         with self._wake:
