@@ -138,9 +138,9 @@ def main() -> None:
                 exact = np.argsort(-(turn_vecs @ qvec), kind="stable")[: max(KS)]
                 ranked["exact cosine"] = [dia_ids[i] for i in exact]
                 # Both fusion methods over the daemon's candidate lists, as the engine fuses.
-                lists = [scored["VECTOR"], scored["LEXICAL"]]
-                ranked["rrf"] = [dia_ids[i] for i, _ in fusion.rrf(lists)]
-                ranked["normalized"] = [dia_ids[i] for i, _ in fusion.normalized(lists)]
+                lists = [fusion.ranking(scored["VECTOR"]), fusion.ranking(scored["LEXICAL"])]
+                ranked["rrf"] = [dia_ids[i] for i in fusion.rrf(lists)[0].tolist()]
+                ranked["normalized"] = [dia_ids[i] for i in fusion.normalized(lists)[0].tolist()]
                 for method, ids in ranked.items():
                     per_method[method].append(
                         (q["category"], {k: recall(ids, q["evidence"], k) for k in KS})

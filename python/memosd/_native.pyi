@@ -374,3 +374,20 @@ def postings_top_k(
     ``s < len(allowed)`` with ``allowed[s]``. Every slot must be below ``slots``;
     bad arrays raise ``InvalidArgumentError`` naming ``terms[i]`` or ``allowed``.
     The GIL is released while it runs."""
+
+# ---- Rank fusion (rust/core/src/fusion.rs, rust/py/src/fusion.rs) ------------
+
+__all__ += ["fuse_rankings"]
+
+def fuse_rankings(
+    rankings: Sequence[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]],
+    weights: Sequence[float],
+    rrf_k: float | None = None,
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]:
+    """Every key of ``rankings`` (each: keys and scores, best first) with the sum over
+    rankings of ``weight * unit``, best first, ties by lower key; a key's units are
+    added in the order of the rankings. Units are the scores min-max scaled to
+    [0, 1] over their ranking (all 1 when equal) or, with ``rrf_k``, ``1 / (rrf_k +
+    rank)`` with ranks from 1. Bad arrays, non-finite scores or weights, a weight
+    count other than the ranking count, or a negative ``rrf_k`` raise
+    ``InvalidArgumentError`` naming ``rankings[i]``, ``weights`` or ``rrf_k``."""

@@ -312,7 +312,7 @@ class SearchEngine:
             depth = max(HYBRID_CANDIDATES, query.top_k)
         now = time.time()
         graphs: list[tuple[CubeVectors, np.ndarray | None]] = []
-        lexical: list[tuple[int, float]] = []
+        lexical = _NO_HITS
         with self._lock:
             cubes = [
                 (c, code) for c in query.cube_ids if (code := self._table.cube_code(c)) is not None
@@ -330,14 +330,17 @@ class SearchEngine:
                     graphs.append((graph, None if everything else keys))
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
-                keys = self._table.keys[slots]
-                lexical = [(int(k), float(s)) for k, s in zip(keys, scores, strict=True)]
-        vector: list[tuple[int, float]] = []
-        if qvec is not None:
-            for graph, subset in graphs:
-                vector.extend(graph.search(qvec, depth, subset))
-            vector.sort(key=lambda kv: -kv[1])
-            del vector[depth:]
+                lexical = (self._table.keys[slots], scores.astype(np.float64))
+        vector = _NO_HITS
+        if qvec is not None and len(graphs) == 1:
+            graph, subset = graphs[0]
+            vector = graph.search(qvec, depth, subset)
+        elif qvec is not None and graphs:
+            found = [graph.search(qvec, depth, subset) for graph, subset in graphs]
+            keys = np.concatenate([k for k, _ in found])
+            scores = np.concatenate([s for _, s in found])
+            best = np.argsort(-scores, kind="stable")[:depth]  # ties: cube order
+            vector = (keys[best], scores[best])
         if query.mode == "VECTOR":
             ranked = vector
         elif query.mode == "LEXICAL":
@@ -346,20 +349,23 @@ class SearchEngine:
             ranked = fusion.fuse(vector, lexical)
         return self._current_heads(ranked, query, now)
 
-    def _current_heads(
-        self, ranked: list[tuple[int, float]], query: SearchQuery, now: float
-    ) -> Hits:
+    def _current_heads(self, ranked: fusion.Ranking, query: SearchQuery, now: float) -> Hits:
         """Re-read each hit's head; a head changed since indexing must still pass the filter."""
+        keys, scores = ranked[0].tolist(), ranked[1].tolist()
         hits: Hits = []
         start = 0
-        while len(hits) < query.top_k and start < len(ranked):
+        while len(hits) < query.top_k and start < len(keys):
             # One read transaction for as many heads as are still needed.
-            chunk = ranked[start : start + query.top_k - len(hits)]
-            start += len(chunk)
-            heads = self.store.heads_by_keys([key for key, _ in chunk])
-            for head, (_, score) in zip(heads, chunk, strict=True):
+            end = start + query.top_k - len(hits)
+            heads = self.store.heads_by_keys(keys[start:end])
+            for head, score in zip(heads, scores[start:end], strict=True):
                 if head is None or head.cube_id not in query.cube_ids:
                     continue
                 if query.filter.matches(head, now):
                     hits.append((head, score))
+            start = end
         return hits
+
+
+# An empty ranking: a mode or cube with nothing to search.
+_NO_HITS: fusion.Ranking = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float64))

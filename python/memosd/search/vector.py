@@ -59,17 +59,16 @@ class CubeVectors:
 
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None
-    ) -> list[tuple[int, float]]:
-        """(key, cosine similarity) of the nearest ``k``, best first."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Keys (uint64) and cosine similarities (float64) of the nearest ``k``, best first."""
         if not self.keys or k <= 0:
-            return []
+            return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float64)
         k = min(k, len(self.keys))
         ids, dist = self.index.search(
             query.reshape(1, -1), k=k, ef_search=max(MIN_EF_SEARCH, k), allowed=allowed
         )
-        return [
-            (int(i), 1.0 - float(d)) for i, d in zip(ids[0], dist[0], strict=True) if i != NO_ID
-        ]
+        found = ids[0] != NO_ID
+        return ids[0][found], 1.0 - dist[0][found].astype(np.float64)
 
     def save(self, stem: Path) -> list[Path]:
         """Write ``stem.hnsw`` and ``stem.keys.npy``; returns the files written."""

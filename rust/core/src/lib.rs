@@ -5,12 +5,14 @@
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
 //! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
+//! - [`fusion`]: one ranking from several (HYBRID search).
 //! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
 //!
 //! No Python here: the PyO3 layer lives in `rust/py`.
 
 pub mod activation;
 pub mod error;
+pub mod fusion;
 pub mod gemm;
 pub mod hnsw;
 pub mod kv;

@@ -3,8 +3,8 @@
 
 use memosd_core::Error;
 use numpy::{
-    PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
-    PyUntypedArrayMethods,
+    PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn,
+    PyReadwriteArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 
@@ -33,6 +33,20 @@ pub fn floats<'py>(field: &str, obj: &Bound<'py, PyAny>) -> PyResult<PyReadonlyA
             .try_readonly()
             .map_err(|_| invalid(field, "the array is also an argument written in place")),
         _ => Err(unexpected(field, "a C-contiguous float32 array", obj)),
+    }
+}
+
+/// A contiguous 1-D array of `T`, read-only; `expected` describes it in the error.
+pub fn vector<'py, T: numpy::Element>(
+    field: &str,
+    expected: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<PyReadonlyArray1<'py, T>> {
+    match obj.cast::<PyArray1<T>>() {
+        Ok(a) if a.is_c_contiguous() => a
+            .try_readonly()
+            .map_err(|_| invalid(field, "the array is being written elsewhere")),
+        _ => Err(unexpected(field, expected, obj)),
     }
 }
 

@@ -1,10 +1,10 @@
 //! Python surface of the lexical scoring: `postings_top_k`.
 
 use memosd_core::lexical::{self, Term};
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1};
 use pyo3::prelude::*;
 
-use crate::args::{invalid, unexpected};
+use crate::args::vector;
 use crate::error::PyErrWrap;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -13,19 +13,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 type TermArgs<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, f32);
-
-fn array<'py, T: numpy::Element>(
-    field: &str,
-    expected: &str,
-    obj: &Bound<'py, PyAny>,
-) -> PyResult<PyReadonlyArray1<'py, T>> {
-    match obj.cast::<PyArray1<T>>() {
-        Ok(a) if a.is_c_contiguous() => a
-            .try_readonly()
-            .map_err(|_| invalid(field, "the array is being written elsewhere")),
-        _ => Err(unexpected(field, expected, obj)),
-    }
-}
 
 /// The `k` best slots by summed `idf * weight` over the terms; see `_native.pyi`.
 #[pyfunction]
@@ -42,13 +29,13 @@ fn postings_top_k<'py>(
     for (i, (s, w, idf)) in terms.iter().enumerate() {
         let field = format!("terms[{i}]");
         arrays.push((
-            array::<u32>(&field, "a contiguous 1-D uint32 array of slots", s)?,
-            array::<f32>(&field, "a contiguous 1-D float32 array of weights", w)?,
+            vector::<u32>(&field, "a contiguous 1-D uint32 array of slots", s)?,
+            vector::<f32>(&field, "a contiguous 1-D float32 array of weights", w)?,
             *idf,
         ));
     }
     let allowed = allowed
-        .map(|a| array::<bool>("allowed", "a contiguous 1-D bool array", a))
+        .map(|a| vector::<bool>("allowed", "a contiguous 1-D bool array", a))
         .transpose()?;
     let allowed = allowed.as_ref().map(|a| a.as_slice()).transpose()?;
     let terms = arrays

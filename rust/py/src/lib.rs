@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 mod activation;
 mod args;
 mod error;
+mod fusion;
 mod gemm;
 mod hnsw;
 mod kv;
@@ -14,6 +15,7 @@ mod transformer;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     activation::register(m)?;
+    fusion::register(m)?;
     gemm::register(m)?;
     hnsw::register(m)?;
     kv::register(m)?;
