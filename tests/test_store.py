@@ -128,6 +128,7 @@ def test_delete_cube_removes_its_memories_only(store: Store) -> None:
     gone = store.add_memories(drop.id, [MemoryDraft(str(i)) for i in range(5)], None, now=0.0)
     assert store.delete_cube(drop.id) == 5
     assert not store.cube_exists(drop.id)
+    assert store.existing_cubes([drop.id, keep.id, keep.id, "nope"]) == {keep.id}
     assert [r.id for r in store.iter_heads()] == [kept.id]
     assert all(store.head_by_key(r.key) is None for r in gone)
     assert store.create_cube("drop", now=1.0).name == "drop"  # the name is free again

@@ -280,9 +280,10 @@ class SearchEngine:
         """The first half of ``search_many``: each query's vector, from one forward pass
         for the whole batch; None for a LEXICAL query, and a NotFoundError for a query
         naming an unknown cube (nothing is embedded for it)."""
+        existing = self.store.existing_cubes(c for q in queries for c in q.cube_ids)
         prepared: list[QueryVector] = []
         for query in queries:
-            missing = [c for c in query.cube_ids if not self.store.cube_exists(c)]
+            missing = [c for c in query.cube_ids if c not in existing]
             prepared.append(NotFoundError(f"cube {missing[0]} not found") if missing else None)
         embed = [i for i, q in enumerate(queries) if prepared[i] is None and q.mode != "LEXICAL"]
         vectors = self.embedder.encode_queries([queries[i].query for i in embed])

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -131,6 +131,12 @@ class Store:
     def cube_exists(self, cube_id: str) -> bool:
         with self._env.read() as txn:
             return txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is not None
+
+    def existing_cubes(self, cube_ids: Iterable[str]) -> set[str]:
+        """Those of ``cube_ids`` that exist, read in one transaction."""
+        with self._env.read() as txn:
+            db = self._dbs["cubes"]
+            return {c for c in set(cube_ids) if txn.get(keys.text(c), db=db) is not None}
 
     def list_cubes(self) -> list[CubeRecord]:
         with self._env.read() as txn:
