@@ -202,6 +202,18 @@ def test_updates_deletes_and_purges_are_never_stale(world: World) -> None:
     assert len(world.engine) == 1
 
 
+def test_hits_are_the_current_heads_with_their_access_statistics(world: World) -> None:
+    cube = world.cube("c")
+    (rec,) = world.add(cube, ["the blue whale"], tags=("sea",))
+    world.store.record_access({rec.key: (4, 123.0)})
+    [(hit, _)] = world.engine.search(SearchQuery((cube,), "whale", mode="LEXICAL"))
+    assert (hit.access_count, hit.last_access_at) == (4, 123.0)
+    assert hit == world.store.get(cube, rec.id)
+    world.update(rec, tags=("land",))
+    [(hit, _)] = world.engine.search(SearchQuery((cube,), "whale", mode="VECTOR"))
+    assert (hit.tags, hit.version, hit.access_count) == (("land",), 2, 4)
+
+
 def test_stale_apply_is_ignored(world: World) -> None:
     cube = world.cube("c")
     (v1,) = world.add(cube, ["first words"])

@@ -165,7 +165,10 @@ def test_expire_due_and_access_stats(store: Store) -> None:
     assert store.get(cube.id, soon.id).state == "EXPIRED"
     assert store.get(cube.id, soon.id).change_kind == "EXPIRE"
     assert store.expire_due(now=15.0, limit=100) == []  # once only
+    seen: list[MemoryRecord] = []
+    store.subscribe(lambda heads, removed: seen.extend(heads))
     store.record_access({never.key: (3, 7.0), soon.key: (1, 8.0)})
+    assert {(r.id, r.access_count) for r in seen} == {(never.id, 3), (soon.id, 1)}
     head = store.get(cube.id, never.id)
     assert (head.access_count, head.last_access_at, head.version) == (3, 7.0, 1)
     assert store.history(cube.id, never.id)[-1].access_count == 3

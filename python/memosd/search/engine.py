@@ -11,8 +11,12 @@ reconciled with the store: ids the store no longer has are deleted, missing
 ones added, and those that changed after the snapshot's seq re-added. A missing
 or corrupt snapshot means a rebuild from the stored vectors. ``apply`` ignores a
 head older than the one it already holds, so a late call never brings back
-stale content, and returned records are re-read from the store, so a hit is
-always the current head.
+stale content.
+
+Hits are the doc table's heads: the store hands every committed head (access
+statistics included) to ``apply`` under its write lock, before the write
+returns, so the table holds the current head of every indexed memory and a
+search needs no store read.
 """
 
 from __future__ import annotations
@@ -351,20 +355,18 @@ class SearchEngine:
         return self._current_heads(ranked, query, now)
 
     def _current_heads(self, ranked: fusion.Ranking, query: SearchQuery, now: float) -> Hits:
-        """Re-read each hit's head; a head changed since indexing must still pass the filter."""
-        keys, scores = ranked[0].tolist(), ranked[1].tolist()
+        """The head of each hit as the doc table holds it, until ``top_k`` pass the
+        filter again (a head may have changed since the ranking)."""
         hits: Hits = []
-        start = 0
-        while len(hits) < query.top_k and start < len(keys):
-            # One read transaction for as many heads as are still needed.
-            end = start + query.top_k - len(hits)
-            heads = self.store.heads_by_keys(keys[start:end])
-            for head, score in zip(heads, scores[start:end], strict=True):
+        with self._lock:
+            for key, score in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
+                head = self._table.record(key)
                 if head is None or head.cube_id not in query.cube_ids:
                     continue
                 if query.filter.matches(head, now):
                     hits.append((head, score))
-            start = end
+                    if len(hits) == query.top_k:
+                        break
         return hits
 
 

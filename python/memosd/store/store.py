@@ -299,7 +299,8 @@ class Store:
     def record_access(self, hits: Mapping[int, tuple[int, float]]) -> None:
         """Add access counts and last-access times {key: (count, last_at)} to heads.
 
-        Behavioural metadata: the heads change in place, without a new version.
+        Behavioural metadata: the heads change in place, without a new version
+        (subscribers still get them, so that what they hold stays current).
         """
 
         def body(w: WriteTxn) -> None:
@@ -314,8 +315,9 @@ class Store:
                     last_access_at=max(head.last_access_at or 0.0, last_at),
                 )
                 w.txn.put(keys.u64(key), pack_memory(new), db=self._dbs["heads"])
+                w.changed[key] = new
 
-        self._write(body, notify=False)
+        self._write(body)
 
     # memories: reads --------------------------------------------------------
     def get(self, cube_id: str, memory_id: str, version: int | None = None) -> MemoryRecord:
@@ -438,7 +440,7 @@ class Store:
         def body(w: WriteTxn) -> None:
             w.txn.put(digest, data, db=self._dbs["blobs"], overwrite=False)
 
-        self._write(body, notify=False)
+        self._write(body)
         return digest.hex()
 
     def get_blob(self, digest: str) -> bytes:
@@ -453,10 +455,10 @@ class Store:
             if not w.txn.delete(_digest_key(digest), db=self._dbs["blobs"]):
                 raise NotFoundError(f"blob {digest} not found")
 
-        self._write(body, notify=False)
+        self._write(body)
 
     # internals --------------------------------------------------------------
-    def _write(self, body: Callable[[WriteTxn], T], notify: bool = True) -> T:
+    def _write(self, body: Callable[[WriteTxn], T]) -> T:
         with self._env.write_lock():
             holder: list[WriteTxn] = []
 
@@ -467,7 +469,7 @@ class Store:
 
             result = self._env.write(run)
             w = holder[0]
-            if notify and (w.changed or w.removed):
+            if w.changed or w.removed:
                 changed, removed = list(w.changed.values()), list(w.removed)
                 for listener in self._listeners:
                     try:
