@@ -296,6 +296,13 @@ def test_bad_queries_name_the_field() -> None:
 def test_unknown_cube_is_not_found(world: World) -> None:
     with pytest.raises(NotFoundError):
         world.search("nope", "anything")
+    empty, full = world.cube("empty"), world.cube("full")
+    world.add(full, ["the blue whale"])
+    assert world.search([empty, full], "whale") == ["the blue whale"]
+    world.store.delete_cube(full)
+    with pytest.raises(NotFoundError, match=full):
+        world.search([empty, full], "whale")
+    assert world.search(empty, "whale") == []
 
 
 def test_reopen_loads_the_snapshot_instead_of_rebuilding(

@@ -75,6 +75,10 @@ class DocTable:
     def cube_size(self, code: int) -> int:
         return self._cube_size[code]
 
+    def cube_holds_memories(self, cube_id: str) -> bool:
+        code = self._cube_code.get(cube_id)
+        return code is not None and self._cube_size[code] > 0
+
     def tag_slots(self, tag: str) -> set[int]:
         return self._tag_slots.get(tag, set())
 

@@ -284,16 +284,24 @@ class SearchEngine:
         """The first half of ``search_many``: each query's vector, from one forward pass
         for the whole batch; None for a LEXICAL query, and a NotFoundError for a query
         naming an unknown cube (nothing is embedded for it)."""
-        existing = self.store.existing_cubes(c for q in queries for c in q.cube_ids)
+        missing = self._missing_cubes({c for q in queries for c in q.cube_ids})
         prepared: list[QueryVector] = []
         for query in queries:
-            missing = [c for c in query.cube_ids if c not in existing]
-            prepared.append(NotFoundError(f"cube {missing[0]} not found") if missing else None)
+            absent = [c for c in query.cube_ids if c in missing]
+            prepared.append(NotFoundError(f"cube {absent[0]} not found") if absent else None)
         embed = [i for i, q in enumerate(queries) if prepared[i] is None and q.mode != "LEXICAL"]
         vectors = self.embedder.encode_queries([queries[i].query for i in embed])
         for row, i in enumerate(embed):
             prepared[i] = vectors[row]
         return prepared
+
+    def _missing_cubes(self, cube_ids: set[str]) -> set[str]:
+        """Those of ``cube_ids`` that do not exist. A cube with memories in the doc table
+        exists (deleting a cube removes its memories from the table before it returns);
+        only the others cost a store read."""
+        with self._lock:
+            unknown = {c for c in cube_ids if not self._table.cube_holds_memories(c)}
+        return unknown - self.store.existing_cubes(unknown) if unknown else set()
 
     def search_embedded(
         self, queries: Sequence[SearchQuery], vectors: Sequence[QueryVector]
