@@ -391,3 +391,46 @@ def fuse_rankings(
     rank)`` with ranks from 1. Bad arrays, non-finite scores or weights, a weight
     count other than the ranking count, or a negative ``rrf_k`` raise
     ``InvalidArgumentError`` naming ``rankings[i]``, ``weights`` or ``rrf_k``."""
+
+# ---- BERT tokenizer (rust/core/src/wordpiece/, rust/py/src/wordpiece.rs) ------
+
+__all__ += ["WordPieceTokenizer"]
+
+@final
+class WordPieceTokenizer:
+    """BERT's WordPiece tokenizer, giving the ids HF tokenizers gives for a
+    ``tokenizer.json`` with a ``BertNormalizer`` (the four flags), a
+    ``BertPreTokenizer`` and a ``WordPiece`` model (``vocab``, ``unk_token``,
+    ``continuing_subword_prefix``, ``max_input_chars_per_word``), truncated to
+    ``max_tokens``. ``added_tokens`` (content, id) are found in the raw text before
+    normalisation (leftmost, then longest) and give their ids, as HF does for added
+    tokens that are not normalised. ``prefix`` and ``suffix`` are the ids put around
+    each text (``[CLS]`` and ``[SEP]``); a text's own tokens are cut so that the total
+    is at most ``max_tokens``. Defaults are HF's. An ``unk_token`` missing from the
+    vocabulary, a ``max_tokens`` below the special tokens' count or malformed
+    arguments raise ``InvalidArgumentError`` naming the argument. Read-only: any
+    thread may use it."""
+
+    def __new__(
+        cls,
+        vocab: dict[str, int],
+        *,
+        max_tokens: int,
+        unk_token: str = "[UNK]",
+        continuing_subword_prefix: str = "##",
+        max_input_chars_per_word: int = 100,
+        clean_text: bool = True,
+        handle_chinese_chars: bool = True,
+        strip_accents: bool = True,
+        lowercase: bool = True,
+        added_tokens: Sequence[tuple[str, int]] | None = None,
+        prefix: Sequence[int] | None = None,
+        suffix: Sequence[int] | None = None,
+    ) -> WordPieceTokenizer: ...
+    def encode_batch(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Token ids (int64) of every text one after another, and where each text
+        starts (int64, ``len(texts) + 1``): text i is ``ids[offsets[i]:offsets[i + 1]]``.
+        Anything but a sequence of str raises ``InvalidArgumentError`` naming ``texts``.
+        The GIL is released while it runs."""

@@ -6,6 +6,7 @@
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
 //! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
 //! - [`fusion`]: one ranking from several (HYBRID search).
+//! - [`wordpiece`]: BERT's WordPiece tokenizer (HF tokenizers' ids, without HF).
 //! - [`kv`]: packing of per-layer KV-cache tensors into checksummed pages, and a page pool.
 //!
 //! No Python here: the PyO3 layer lives in `rust/py`.
@@ -19,5 +20,6 @@ pub mod kv;
 pub mod lexical;
 mod simd;
 pub mod transformer;
+pub mod wordpiece;
 
 pub use error::{Error, Result};

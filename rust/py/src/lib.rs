@@ -11,6 +11,7 @@ mod hnsw;
 mod kv;
 mod lexical;
 mod transformer;
+mod wordpiece;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,5 +22,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kv::register(m)?;
     lexical::register(m)?;
     transformer::register(m)?;
+    wordpiece::register(m)?;
     Ok(())
 }
