@@ -298,9 +298,12 @@ class SearchEngine:
     def _missing_cubes(self, cube_ids: set[str]) -> set[str]:
         """Those of ``cube_ids`` that do not exist. A cube with memories in the doc table
         exists (deleting a cube removes its memories from the table before it returns);
-        only the others cost a store read."""
-        with self._lock:
-            unknown = {c for c in cube_ids if not self._table.cube_holds_memories(c)}
+        only the others cost a store read.
+
+        Read without ``_lock``, which the search stage holds through its index lookups:
+        the embed stage would wait on them. Each read is one dict or list lookup (atomic
+        under the GIL), and a cube seen holding memories existed at that moment."""
+        unknown = {c for c in cube_ids if not self._table.cube_holds_memories(c)}
         return unknown - self.store.existing_cubes(unknown) if unknown else set()
 
     def search_embedded(
