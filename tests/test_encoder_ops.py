@@ -13,7 +13,7 @@ from memosd._native import (
     attention,
     embed_tokens,
     gelu_in_place,
-    int8_encoder_layers,
+    int8_encoder,
     mean_pool,
 )
 from memosd.errors import InvalidArgumentError
@@ -219,35 +219,43 @@ def _int8_layer(rng: np.random.Generator, hidden: int, inner: int) -> tuple:
     )
 
 
-def test_int8_encoder_layers_give_the_floats_of_the_steps_one_by_one() -> None:
+def test_int8_encoder_gives_the_floats_of_the_steps_one_by_one() -> None:
     rng = np.random.default_rng(3)
     layers = [_int8_layer(rng, 32, 64) for _ in range(2)]
+    tables = tuple(_tables(rng, 32).values())
+    ids = rng.integers(0, 50, 10)
     offsets = np.array([0, 3, 10], dtype=np.int64)
-    x = rng.standard_normal((10, 32)).astype(np.float32)
+    x = embed_tokens(ids, offsets, *tables, 1e-12)
     expected = x.copy()
     for qkv, out, g1, b1, up, down, g2, b2 in layers:
         h = out(attention(qkv(expected), offsets, 4))
         add_layer_norm(h, expected, g1, b1, 1e-12)
         expected = down(up(h))
         add_layer_norm(expected, h, g2, b2, 1e-12)
-    got = int8_encoder_layers(x, offsets, 4, 1e-12, layers)
-    np.testing.assert_array_equal(got, expected)
-    assert not np.array_equal(got, x)
-    np.testing.assert_array_equal(int8_encoder_layers(x, offsets, 4, 1e-12, []), x)
+    got = int8_encoder(ids, offsets, tables, 1e-12, 4, layers)
+    np.testing.assert_array_equal(got, mean_pool(expected, offsets))
+    assert not np.array_equal(got, mean_pool(x, offsets))
+    np.testing.assert_array_equal(
+        int8_encoder(ids, offsets, tables, 1e-12, 4, []), mean_pool(x, offsets)
+    )
 
 
-def test_int8_encoder_layers_name_the_bad_argument() -> None:
+def test_int8_encoder_names_the_bad_argument() -> None:
     rng = np.random.default_rng(4)
     layer = _int8_layer(rng, 32, 64)
-    x = rng.standard_normal((10, 32)).astype(np.float32)
+    tables = tuple(_tables(rng, 32).values())
+    ids = rng.integers(0, 50, 10)
     offsets = np.array([0, 10], dtype=np.int64)
     cases = {
-        "x": lambda: int8_encoder_layers(x.astype(np.float64), offsets, 4, 1e-12, [layer]),
-        "offsets": lambda: int8_encoder_layers(x, np.array([0, 9]), 4, 1e-12, [layer]),
-        "layers[0]": lambda: int8_encoder_layers(
-            x, offsets, 4, 1e-12, [(*layer[:2], layer[2].astype(np.float64), *layer[3:])]
+        "ids": lambda: int8_encoder(ids.astype(np.int32), offsets, tables, 1e-12, 4, [layer]),
+        "offsets": lambda: int8_encoder(ids, np.array([0, 9]), tables, 1e-12, 4, [layer]),
+        "gamma": lambda: int8_encoder(
+            ids, offsets, (*tables[:3], tables[3].astype(np.float64), tables[4]), 1e-12, 4, []
         ),
-        "heads": lambda: int8_encoder_layers(x, offsets, 5, 1e-12, [layer]),
+        "layers[0]": lambda: int8_encoder(
+            ids, offsets, tables, 1e-12, 4, [(*layer[:2], layer[2].astype(np.float64), *layer[3:])]
+        ),
+        "heads": lambda: int8_encoder(ids, offsets, tables, 1e-12, 5, [layer]),
     }
     for field, call in cases.items():
         with pytest.raises(InvalidArgumentError) as info:

@@ -279,7 +279,7 @@ def gelu_in_place(x: npt.NDArray[np.float32]) -> None:
 
 # ---- Encoder (rust/core/src/transformer/, rust/py/src/transformer.rs) ---------
 
-__all__ += ["add_layer_norm", "attention", "embed_tokens", "int8_encoder_layers", "mean_pool"]
+__all__ += ["add_layer_norm", "attention", "embed_tokens", "int8_encoder", "mean_pool"]
 
 def embed_tokens(
     ids: npt.NDArray[np.int64],
@@ -324,11 +324,18 @@ def add_layer_norm(
     C-contiguous float32, ``x`` writable; bad input raises ``InvalidArgumentError``
     naming the argument."""
 
-def int8_encoder_layers(
-    x: npt.NDArray[np.float32],
+def int8_encoder(
+    ids: npt.NDArray[np.int64],
     offsets: npt.NDArray[np.int64],
-    heads: int,
+    embeddings: tuple[
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+    ],
     eps: float,
+    heads: int,
     layers: list[
         tuple[
             Int8Linear,
@@ -342,12 +349,14 @@ def int8_encoder_layers(
         ]
     ],
 ) -> npt.NDArray[np.float32]:
-    """Post-norm BERT encoder layers over a ragged batch, in one call with the GIL
-    released. ``x`` is float32 ``(rows, hidden)``, ``offsets`` as for ``attention``;
-    each layer is ``(qkv, out, ln1_gamma, ln1_beta, up, down, ln2_gamma, ln2_beta)``
-    with ``up`` carrying its GELU. Per layer: ``h = add_layer_norm(out(attention(qkv(x))),
-    x)``, ``x = add_layer_norm(down(up(h)), h)``: the same floats as those calls one
-    by one. Bad input raises ``InvalidArgumentError`` naming the argument."""
+    """A BERT sentence encoder with int8 products, token ids to embeddings in one call
+    with the GIL released once: ``embed_tokens(ids, offsets, *embeddings, eps)`` (the
+    tables word, position, token_type, gamma, beta), then the post-norm layers, then
+    ``mean_pool``. Each layer is ``(qkv, out, ln1_gamma, ln1_beta, up, down, ln2_gamma,
+    ln2_beta)`` with ``up`` carrying its GELU; per layer ``h = add_layer_norm(out(
+    attention(qkv(x))), x)``, ``x = add_layer_norm(down(up(h)), h)``. The same floats
+    as those calls one by one. Bad input raises ``InvalidArgumentError`` naming the
+    argument."""
 
 def mean_pool(
     x: npt.NDArray[np.float32], offsets: npt.NDArray[np.int64]

@@ -143,7 +143,7 @@ class BertEncoder:
                     ln2_b=b(p + "output.LayerNorm.bias"),
                 )
             )
-        self._int8_layers: list[tuple] = []  # the layers as int8_encoder_layers takes them
+        self._int8_layers: list[tuple] = []  # the layers as int8_encoder takes them
         if quantize:
             self.int8_kernel = self._layers[0].qkv.kernel  # type: ignore[attr-defined]
             self._int8_layers = [
@@ -161,39 +161,24 @@ class BertEncoder:
         return self._tokenizer.encode_batch(texts)
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        from memosd._native import (
-            add_layer_norm,
-            attention,
-            embed_tokens,
-            int8_encoder_layers,
-            mean_pool,
-        )
+        from memosd._native import add_layer_norm, attention, embed_tokens, int8_encoder, mean_pool
 
         ids, offsets = self.tokenize(texts)
         # Tokens of all texts as rows of one matrix, unpadded: one product per weight
         # for the whole batch, and attention (in memosd._native) keeps each text to
         # its own rows.
-        x = embed_tokens(
-            ids,
-            offsets,
-            self._word,
-            self._position,
-            self._token_type,
-            self._ln_g,
-            self._ln_b,
-            self.eps,
-        )
+        tables = (self._word, self._position, self._token_type, self._ln_g, self._ln_b)
         if self.quantize:
-            # Every product is native: the whole stack runs in one call, without
+            # Every product is native: the whole encoder runs in one call, without
             # holding the GIL, so other threads (the daemon's gRPC loop) go on.
-            x = int8_encoder_layers(x, offsets, self.heads, self.eps, self._int8_layers)
-        else:
-            for layer in self._layers:
-                context = attention(layer.qkv(x), offsets, self.heads)
-                h = layer.out(context)
-                add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
-                x = layer.down(layer.up(h))
-                add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
+            return int8_encoder(ids, offsets, tables, self.eps, self.heads, self._int8_layers)
+        x = embed_tokens(ids, offsets, *tables, self.eps)
+        for layer in self._layers:
+            context = attention(layer.qkv(x), offsets, self.heads)
+            h = layer.out(context)
+            add_layer_norm(h, x, layer.ln1_g, layer.ln1_b, self.eps)
+            x = layer.down(layer.up(h))
+            add_layer_norm(x, h, layer.ln2_g, layer.ln2_b, self.eps)
         return mean_pool(x, offsets)
 
 

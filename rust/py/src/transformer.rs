@@ -1,13 +1,15 @@
 //! Python surface of the encoder helpers: `embed_tokens`, `attention`,
-//! `add_layer_norm`, `int8_encoder_layers` (the whole stack of int8 layers in one
-//! call) and `mean_pool`.
+//! `add_layer_norm`, `mean_pool`, and `int8_encoder` (all of them, with int8
+//! products, in one call).
 //!
 //! Arrays must be C-contiguous float32 (offsets int64); the work runs with the GIL
 //! released.
 
 use memosd_core::transformer;
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use crate::args::{floats, floats_mut, invalid};
@@ -17,7 +19,7 @@ use crate::gemm::Int8Linear;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention, m)?)?;
     m.add_function(wrap_pyfunction!(add_layer_norm, m)?)?;
-    m.add_function(wrap_pyfunction!(int8_encoder_layers, m)?)?;
+    m.add_function(wrap_pyfunction!(int8_encoder, m)?)?;
     m.add_function(wrap_pyfunction!(embed_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(mean_pool, m)?)?;
     Ok(())
@@ -95,26 +97,21 @@ type LayerArgs<'py> = (
     Bound<'py, PyAny>,
 );
 
-/// The encoder layers with int8 products, all in one call; see `_native.pyi`.
+/// Token ids to sentence embeddings with int8 products, in one call; see `_native.pyi`.
 #[pyfunction]
-fn int8_encoder_layers<'py>(
+fn int8_encoder<'py>(
     py: Python<'py>,
-    x: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
     offsets: &Bound<'py, PyAny>,
-    heads: usize,
+    embeddings: EmbeddingArgs<'py>,
     eps: f32,
+    heads: usize,
     layers: Vec<LayerArgs<'py>>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let x = floats("x", x)?;
-    if x.ndim() != 2 {
-        return Err(invalid("x", "expected shape (rows, hidden)"));
-    }
-    let shape = (x.shape()[0], x.shape()[1]);
-    let values = x.as_slice()?.to_vec();
+    let ids = int64s("ids", ids)?;
     let offsets = offsets_arg(offsets)?;
-    if offsets.first() != Some(&0) || offsets.last() != Some(&shape.0) {
-        return Err(invalid("offsets", "must rise from 0 to the rows of x"));
-    }
+    let tables = embedding_arrays(&embeddings)?;
+    let tables = embedding_tables(&tables, eps)?;
     let mut norms = Vec::with_capacity(layers.len());
     for (i, (.., g1, b1, _, _, g2, b2)) in layers.iter().enumerate() {
         let field = format!("layers[{i}]");
@@ -147,12 +144,59 @@ fn int8_encoder_layers<'py>(
             },
         )
         .collect();
-    let out = py
-        .detach(|| transformer::int8_layers(values, &offsets, heads, eps, &stack))
+    let hidden = tables.gamma.len();
+    // One release of the GIL for the whole pass: a thread that hands it back between
+    // the steps may wait for it each time while other threads run Python.
+    let pooled = py
+        .detach(|| {
+            let x = transformer::embed(&ids, &offsets, &tables)?;
+            let x = transformer::int8_layers(x, &offsets, heads, eps, &stack)?;
+            transformer::mean_pool(&x, &offsets, hidden)
+        })
         .map_err(PyErrWrap)?;
-    let out = Array2::from_shape_vec(shape, out)
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-    Ok(out.into_pyarray(py))
+    rows(py, pooled, offsets.len().saturating_sub(1), hidden)
+}
+
+type EmbeddingArgs<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
+
+/// The five embedding arrays (word, position, token_type, gamma, beta), read-only.
+fn embedding_arrays<'py>(
+    (word, position, token_type, gamma, beta): &EmbeddingArgs<'py>,
+) -> PyResult<Vec<PyReadonlyArrayDyn<'py, f32>>> {
+    [
+        ("word", word),
+        ("position", position),
+        ("token_type", token_type),
+        ("gamma", gamma),
+        ("beta", beta),
+    ]
+    .into_iter()
+    .map(|(field, a)| floats(field, a))
+    .collect()
+}
+
+fn embedding_tables<'a>(
+    arrays: &'a [PyReadonlyArrayDyn<'_, f32>],
+    eps: f32,
+) -> PyResult<transformer::Embeddings<'a>> {
+    let s = arrays
+        .iter()
+        .map(|a| a.as_slice())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(transformer::Embeddings {
+        word: s[0],
+        position: s[1],
+        token_type: s[2],
+        gamma: s[3],
+        beta: s[4],
+        eps,
+    })
 }
 
 /// Token rows from ids: word + position + token-type embeddings, layer norm; see
@@ -172,29 +216,14 @@ fn embed_tokens<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let ids = int64s("ids", ids)?;
     let offsets = offsets_arg(offsets)?;
-    let arrays = [
-        ("word", word),
-        ("position", position),
-        ("token_type", token_type),
-        ("gamma", gamma),
-        ("beta", beta),
-    ];
-    let arrays = arrays
-        .into_iter()
-        .map(|(field, a)| floats(field, a))
-        .collect::<PyResult<Vec<_>>>()?;
-    let s = arrays
-        .iter()
-        .map(|a| a.as_slice())
-        .collect::<Result<Vec<_>, _>>()?;
-    let tables = transformer::Embeddings {
-        word: s[0],
-        position: s[1],
-        token_type: s[2],
-        gamma: s[3],
-        beta: s[4],
-        eps,
-    };
+    let arrays = embedding_arrays(&(
+        word.clone(),
+        position.clone(),
+        token_type.clone(),
+        gamma.clone(),
+        beta.clone(),
+    ))?;
+    let tables = embedding_tables(&arrays, eps)?;
     let out = py
         .detach(|| transformer::embed(&ids, &offsets, &tables))
         .map_err(PyErrWrap)?;
