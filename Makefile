@@ -43,6 +43,7 @@ lint: setup
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BIN)/ruff check python tests bench
 	$(BIN)/ruff format --check python tests bench
+	$(BIN)/python -m mypy python/memosd
 	$(BIN)/python -m mypy.stubtest memosd._native
 
 test-rust:

@@ -118,15 +118,20 @@ class BertEncoder:
             bias = np.concatenate([b(p + ".bias") for p in prefixes])
             return dense(weight.astype(np.float32), bias, gelu=gelu)
 
+        self._word: np.ndarray
+        self._position: np.ndarray
+        self._token_type: np.ndarray
+        self._ln_g: np.ndarray
+        self._ln_b: np.ndarray
         if like is not None:
             self._word, self._position = like._word, like._position
             self._token_type, self._ln_g, self._ln_b = like._token_type, like._ln_g, like._ln_b
         else:
-            e = "embeddings."
-            self._word = b(e + "word_embeddings.weight")
-            self._position = b(e + "position_embeddings.weight")
-            self._token_type = b(e + "token_type_embeddings.weight")[0]
-            self._ln_g, self._ln_b = b(e + "LayerNorm.weight"), b(e + "LayerNorm.bias")
+            emb = "embeddings."
+            self._word = b(emb + "word_embeddings.weight")
+            self._position = b(emb + "position_embeddings.weight")
+            self._token_type = b(emb + "token_type_embeddings.weight")[0]
+            self._ln_g, self._ln_b = b(emb + "LayerNorm.weight"), b(emb + "LayerNorm.bias")
         self._layers: list[_Layer] = []
         for i in range(int(config["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
