@@ -20,7 +20,7 @@
 //! candidate receives every contribution, in the same order.
 
 use std::cell::RefCell;
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use crate::error::{Error, Result};
@@ -265,7 +265,7 @@ impl Scratch {
                 // Strictly above even with the margin: a slot no term has touched
                 // yet could at best tie with the k-th, and lose.
                 let floor = rest[next] * slack;
-                if let Some(kth) = kth_best(&self.ranked, k, floor, &mut self.best) {
+                if let Some(kth) = kth_best(&self.ranked, k, floor) {
                     if kth > floor {
                         theta = Some(kth);
                         break;
@@ -286,12 +286,11 @@ impl Scratch {
         }
         let reach = rest[next];
         self.retain(|r| (r.sum + reach) * slack >= theta);
-        // Galloping needs each run ascending: so is the run of an ascending term.
+        // Galloping needs each run ascending, as is the run of an ascending term.
         let mut start = 0;
-        for &end in &self.ranked_runs {
-            let run = &mut self.ranked[start..end];
-            if !run.is_sorted_by_key(|r| r.slot) {
-                run.sort_unstable_by_key(|r| r.slot);
+        for (&end, essential) in self.ranked_runs.iter().zip(plan) {
+            if !essential.ascending {
+                self.ranked[start..end].sort_unstable_by_key(|r| r.slot);
             }
             start = end;
         }
@@ -302,7 +301,7 @@ impl Scratch {
                 start = end;
             }
             if j + 1 < plan.len() && self.ranked.len() > k {
-                if let Some(kth) = kth_best(&self.ranked, k, theta, &mut self.best) {
+                if let Some(kth) = kth_best(&self.ranked, k, theta) {
                     theta = theta.max(kth);
                 }
                 let reach = rest[j + 1];
@@ -447,20 +446,40 @@ fn at_least(from: &[Ranked], floor: f32, out: &mut Vec<Ranked>) {
     out.truncate(len);
 }
 
-/// The `k`-th best sum in `from` if that is `floor` or above (`buf` is scratch).
-fn kth_best(from: &[Ranked], k: usize, floor: f32, buf: &mut Vec<Ranked>) -> Option<f32> {
-    at_least(from, floor, buf);
-    if buf.len() < k {
-        return None;
+/// The `k`-th best sum in `from` if that is `floor` or above. Sums here are finite
+/// and above zero, so their bits rank as they do: a heap of integers whose top is
+/// the lowest kept, and most sums cost one comparison with it.
+fn kth_best(from: &[Ranked], k: usize, floor: f32) -> Option<f32> {
+    let mut best: BinaryHeap<Reverse<u32>> = BinaryHeap::with_capacity(k + 1);
+    let mut low = floor.to_bits();
+    for r in from {
+        let bits = r.sum.to_bits();
+        if bits < low {
+            continue;
+        }
+        if best.len() < k {
+            best.push(Reverse(bits));
+            if best.len() == k {
+                low = low.max(best.peek().map_or(0, |r| r.0));
+            }
+        } else {
+            if let Some(mut lowest) = best.peek_mut() {
+                *lowest = Reverse(bits);
+            }
+            low = best.peek().map_or(low, |r| r.0);
+        }
     }
-    let (_, kth, _) = buf.select_nth_unstable(k - 1);
-    Some(kth.sum)
+    (best.len() == k).then(|| f32::from_bits(best.peek().map_or(0, |r| r.0)))
 }
 
 /// The first index `i >= from` with `slots[i] >= target` (or `slots.len()`), for
 /// ascending `slots`: steps of 1, 2, 4, ... past `from`, then a binary search.
 fn gallop(slots: &[u32], from: usize, target: u32) -> usize {
-    let (mut lo, mut hi, mut step) = (from, from, 1);
+    // Most often the very next slot will do.
+    if slots.get(from).is_none_or(|&s| s >= target) {
+        return from;
+    }
+    let (mut lo, mut hi, mut step) = (from + 1, from + 1, 1);
     while hi < slots.len() && slots[hi] < target {
         lo = hi + 1;
         hi += step;
