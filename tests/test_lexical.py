@@ -222,9 +222,9 @@ def test_term_arrays_are_ascending_whatever_the_order_of_writes() -> None:
     idx = build({slot: texts[slot] for slot in scrambled})
     ordered = build(texts)
     for term in ("caroline", "lake", "note"):
-        slots, weights = idx._term_arrays(term, len(idx))
+        slots, weights, _ = idx._term_arrays(term, len(idx))
         assert np.all(np.diff(slots.astype(np.int64)) > 0)
-        want_slots, want_weights = ordered._term_arrays(term, len(ordered))
+        want_slots, want_weights, _ = ordered._term_arrays(term, len(ordered))
         assert slots.tolist() == want_slots.tolist()
         assert weights.tolist() == want_weights.tolist()
     got, want = idx.search("caroline lake", 5), ordered.search("caroline lake", 5)

@@ -10,13 +10,13 @@ Scoring is Okapi BM25 (k1 = 1.2, b = 0.75) with corpus statistics (document
 count, document frequency, average length) over every indexed memory. Postings
 live in dicts for cheap incremental updates; on first use after a change, each
 term's postings become NumPy arrays of slots, ascending, and of their BM25 term
-weights (everything but the IDF) at the current average length. Any change to
-the corpus statistics drops those weights, so scores are always exact. While the
-corpus is unchanged a query costs a quick (vectorised) pass over its terms'
-postings for their bounds, and adding them up only where it can matter
-(``memosd._native.postings_top_k``): once the rare, high-IDF terms have settled
-the ranking, the common terms' ascending postings are only searched for the
-documents that can still make the top ``k``.
+weights (everything but the IDF) at the current average length, kept with the
+term's IDF. Any change to the corpus statistics drops them, so scores are always
+exact. While the corpus is unchanged a query costs a quick (vectorised) pass
+over its terms' postings for their bounds, and adding them up only where it can
+matter (``memosd._native.postings_top_k``): once the rare, high-IDF terms have
+settled the ranking, the common terms' ascending postings are only searched for
+the documents that can still make the top ``k``.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class LexicalIndex:
 
     def __init__(self) -> None:
         self._postings: dict[str, dict[int, int]] = {}
-        # term -> (slots, BM25 weight without IDF) at the current average length
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # term -> (slots, BM25 weight without IDF, IDF) at the current statistics
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         self._doc_terms: dict[int, tuple[str, ...]] = {}  # slot -> its distinct terms
         self._lengths = np.zeros(1024, dtype=np.float32)
         self._total_length = 0
@@ -111,16 +111,13 @@ class LexicalIndex:
         postings = []
         for term in terms:
             arrays = self._term_arrays(term, n_docs)
-            if arrays is None:
-                continue
-            slots, weights = arrays
-            idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
-            postings.append((slots, weights, idf))
+            if arrays is not None:
+                postings.append(arrays)
         # Summed and ranked natively, at a cost that follows the postings rather
         # than the corpus size.
         return postings_top_k(postings, len(self._lengths), k, mask)
 
-    def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray, float] | None:
         arrays = self._arrays.get(term)
         if arrays is None:
             postings = self._postings.get(term)
@@ -132,5 +129,7 @@ class LexicalIndex:
             slots, tf = slots[order], tf[order]
             avg_len = self._total_length / n_docs
             norm = K1 * (1.0 - B + B * self._lengths[slots] / np.float32(avg_len))
-            arrays = self._arrays[term] = (slots, tf * np.float32(K1 + 1.0) / (tf + norm))
+            weights = tf * np.float32(K1 + 1.0) / (tf + norm)
+            idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
+            arrays = self._arrays[term] = (slots, weights, idf)
         return arrays
