@@ -37,12 +37,12 @@ pub struct Term<'a> {
     pub idf: f32,
 }
 
-/// One scratch entry: `sum` is live only while `stamp` is the current generation.
-/// Together so that adding a posting touches one cache line.
+/// One scratch entry per slot: while `stamp` is the current generation, the slot's
+/// sum is `touched[at]`.
 #[derive(Clone, Copy, Default)]
 struct Cell {
     stamp: u32,
-    sum: f32,
+    at: u32,
 }
 
 /// Per-thread state, kept between calls so that a query allocates little.
@@ -50,17 +50,13 @@ struct Cell {
 struct Scratch {
     cells: Vec<Cell>,
     generation: u32,
-    /// Every slot stamped in this generation, in the order first touched.
-    touched: Vec<u32>,
+    /// Every slot stamped in this generation with its sum, in the order first
+    /// touched: dense, so that ranking them reads no cells. Once the ranking is
+    /// nearly settled, only the candidates.
+    touched: Vec<Ranked>,
     /// Where each term's run of `touched` ends.
     runs: Vec<usize>,
-    /// Where each of those runs ends in `ranked`.
-    ranked_runs: Vec<usize>,
-    /// The touched slots that count (allowed, sum above zero) with their sums, in
-    /// the order and runs of `touched`; once the ranking is nearly settled, the
-    /// candidates.
-    ranked: Vec<Ranked>,
-    /// Scratch for picking the best of `ranked`.
+    /// Scratch for picking the best of `touched`.
     best: Vec<Ranked>,
     /// Queries that skipped postings (read by the tests).
     #[cfg(test)]
@@ -253,19 +249,19 @@ impl Scratch {
             done += plan[next].bound;
             next += 1;
             // θ costs a pass over the touched slots: worth it only when the
-            // postings it could spare are more, and only if the terms done so
-            // far can outweigh the rest at all (θ is at most their bounds' sum).
+            // postings it could spare are not much fewer (measured: checking
+            // from half as many on was best), and only if the terms done so far
+            // can outweigh the rest at all (θ is at most their bounds' sum).
             if prune
                 && next < plan.len()
-                && postings_left > self.touched.len()
+                && 2 * postings_left > self.touched.len()
                 && self.touched.len() >= k
                 && done > rest[next]
             {
-                self.gather(allowed);
                 // Strictly above even with the margin: a slot no term has touched
                 // yet could at best tie with the k-th, and lose.
                 let floor = rest[next] * slack;
-                if let Some(kth) = kth_best(&self.ranked, k, floor) {
+                if let Some(kth) = kth_best(&self.touched, allowed, k, floor) {
                     if kth > floor {
                         theta = Some(kth);
                         break;
@@ -274,34 +270,36 @@ impl Scratch {
             }
         }
         let Some(mut theta) = theta else {
-            self.gather(allowed);
-            return best(&self.ranked, k);
+            return best(&self.touched, allowed, k);
         };
 
-        // The rest (all ascending) only add to the candidates; one that could only
-        // tie with θ is kept (it might rank by its lower slot).
+        // The rest (all ascending) only add to the candidates: the touched slots
+        // that count and can still reach θ (one that could only tie with θ is
+        // kept: it might rank by its lower slot).
         #[cfg(test)]
         {
             self.settled_early += 1;
         }
         let reach = rest[next];
-        self.retain(|r| (r.sum + reach) * slack >= theta);
+        self.retain(|r| {
+            (r.sum > 0.0) & permitted(allowed, r.slot) & ((r.sum + reach) * slack >= theta)
+        });
         // Galloping needs each run ascending, as is the run of an ascending term.
         let mut start = 0;
-        for (&end, essential) in self.ranked_runs.iter().zip(plan) {
+        for (&end, essential) in self.runs.iter().zip(plan) {
             if !essential.ascending {
-                self.ranked[start..end].sort_unstable_by_key(|r| r.slot);
+                self.touched[start..end].sort_unstable_by_key(|r| r.slot);
             }
             start = end;
         }
         for j in next..plan.len() {
             let mut start = 0;
-            for &end in &self.ranked_runs {
-                add_to_candidates(plan[j].term, &mut self.ranked[start..end]);
+            for &end in &self.runs {
+                add_to_candidates(plan[j].term, &mut self.touched[start..end]);
                 start = end;
             }
-            if j + 1 < plan.len() && self.ranked.len() > k {
-                if let Some(kth) = kth_best(&self.ranked, k, theta) {
+            if j + 1 < plan.len() && self.touched.len() > k {
+                if let Some(kth) = kth_best(&self.touched, None, k, theta) {
                     theta = theta.max(kth);
                 }
                 let reach = rest[j + 1];
@@ -309,20 +307,21 @@ impl Scratch {
             }
         }
         // The k best are all at θ or above.
-        at_least(&self.ranked, theta, &mut self.best);
+        at_least(&self.touched, theta, &mut self.best);
         self.best.sort_unstable();
         self.best.truncate(k);
         self.best.iter().map(|r| (r.slot, r.sum)).collect()
     }
 
-    /// Adds every posting of `term`, stamping the slots it is first to touch (a
-    /// new run of `touched`, ascending if the term's slots are). Without
-    /// branches: whether a slot is new is as good as random for a common term,
-    /// and mispredicting it cost more than the memory access.
+    /// Adds every posting of `term`: a slot it is first to touch is stamped and
+    /// appended to `touched` (a new run, ascending if the term's slots are).
+    /// Without branches: whether a slot is new is as good as random for a common
+    /// term, and mispredicting it cost more than the memory access.
     fn add_all(&mut self, term: &Term<'_>, generation: u32) {
         let cells = self.cells.as_mut_slice();
         let mut len = self.touched.len();
-        self.touched.resize(len + term.slots.len(), 0);
+        let blank = Ranked { slot: 0, sum: 0.0 };
+        self.touched.resize(len + term.slots.len(), blank);
         let touched = self.touched.as_mut_slice();
         for (&s, &w) in term.slots.iter().zip(term.weights) {
             debug_assert!((s as usize) < cells.len());
@@ -330,52 +329,36 @@ impl Scratch {
             // holds at least `slots` entries.
             let cell = unsafe { cells.get_unchecked_mut(s as usize) };
             let fresh = cell.stamp != generation;
-            cell.sum = if fresh { 0.0 } else { cell.sum } + term.idf * w;
-            cell.stamp = generation;
-            touched[len] = s;
+            // A new slot goes at the end (`len`, not yet used).
+            let at = if fresh { len } else { cell.at as usize };
+            let entry = &mut touched[at];
+            entry.sum = if fresh { 0.0 } else { entry.sum } + term.idf * w;
+            entry.slot = s;
+            // Fits: at most one entry per slot, and slots are u32.
+            *cell = Cell {
+                stamp: generation,
+                at: at as u32,
+            };
             len += fresh as usize;
         }
         self.touched.truncate(len);
         self.runs.push(len);
     }
 
-    /// Sets `ranked` to the touched slots that count (sum above zero, allowed),
-    /// with their sums, in the order and runs of `touched`. Without branches, so
-    /// that the loads of the sums overlap.
-    fn gather(&mut self, allowed: Option<&[bool]>) {
-        let cells = self.cells.as_slice();
-        self.ranked
-            .resize(self.touched.len(), Ranked { slot: 0, sum: 0.0 });
-        let ranked = self.ranked.as_mut_slice();
-        self.ranked_runs.clear();
-        let (mut len, mut start) = (0, 0);
-        for &end in &self.runs {
-            for &s in &self.touched[start..end] {
-                // SAFETY: touched slots were checked like every slot (`add_all`).
-                let sum = unsafe { cells.get_unchecked(s as usize) }.sum;
-                let counts = (sum > 0.0) & permitted(allowed, s);
-                ranked[len] = Ranked { slot: s, sum };
-                len += counts as usize;
-            }
-            self.ranked_runs.push(len);
-            start = end;
-        }
-        self.ranked.truncate(len);
-    }
-
-    /// Keeps the `ranked` entries that pass `keep`, in order and runs.
+    /// Keeps the entries of `touched` that pass `keep`, in order and runs.
+    /// Without branches: which pass is as good as random.
     fn retain(&mut self, keep: impl Fn(&Ranked) -> bool) {
-        let ranked = self.ranked.as_mut_slice();
+        let touched = self.touched.as_mut_slice();
         let (mut len, mut start) = (0, 0);
-        for end in self.ranked_runs.iter_mut() {
+        for end in self.runs.iter_mut() {
             for i in start..*end {
-                let r = ranked[i];
-                ranked[len] = r;
+                let r = touched[i];
+                touched[len] = r;
                 len += keep(&r) as usize;
             }
             (start, *end) = (*end, len);
         }
-        self.ranked.truncate(len);
+        self.touched.truncate(len);
     }
 }
 
@@ -402,33 +385,28 @@ fn permitted(allowed: Option<&[bool]>, s: u32) -> bool {
     allowed.is_none_or(|a| a.get(s as usize).copied().unwrap_or(false))
 }
 
-/// The `k` best of `from` in a heap whose top is the worst kept: most are below
-/// its sum, one float comparison (sorting or partitioning all of them cost more).
-fn heap_of_best(from: &[Ranked], k: usize) -> BinaryHeap<Ranked> {
-    let (first, others) = from.split_at(k.min(from.len()));
-    let mut best: BinaryHeap<Ranked> = first.iter().copied().collect();
-    let Some(mut floor) = best.peek().map(|r| r.sum) else {
-        return best;
-    };
-    for &candidate in others {
+/// The `k` best of `from` that count (sum above zero, `allowed`), best first, in a
+/// heap whose top is the worst kept: most cost one comparison with it (sorting
+/// or partitioning all of them cost more).
+fn best(from: &[Ranked], allowed: Option<&[bool]>, k: usize) -> Vec<(u32, f32)> {
+    let mut best: BinaryHeap<Ranked> = BinaryHeap::with_capacity(k + 1);
+    for &r in from {
         // Equal sums go on: the lower slot ranks first.
-        if candidate.sum < floor {
+        if best.len() == k && best.peek().is_some_and(|worst| r.sum < worst.sum) {
             continue;
         }
-        if let Some(mut worst) = best.peek_mut() {
-            if candidate < *worst {
-                *worst = candidate;
+        if !(r.sum > 0.0 && permitted(allowed, r.slot)) {
+            continue;
+        }
+        if best.len() < k {
+            best.push(r);
+        } else if let Some(mut worst) = best.peek_mut() {
+            if r < *worst {
+                *worst = r;
             }
         }
-        floor = best.peek().map_or(floor, |r| r.sum);
     }
-    best
-}
-
-/// The `k` best of `from`, best first.
-fn best(from: &[Ranked], k: usize) -> Vec<(u32, f32)> {
-    heap_of_best(from, k)
-        .into_sorted_vec()
+    best.into_sorted_vec()
         .into_iter()
         .map(|r| (r.slot, r.sum))
         .collect()
@@ -446,15 +424,16 @@ fn at_least(from: &[Ranked], floor: f32, out: &mut Vec<Ranked>) {
     out.truncate(len);
 }
 
-/// The `k`-th best sum in `from` if that is `floor` or above. Sums here are finite
-/// and above zero, so their bits rank as they do: a heap of integers whose top is
-/// the lowest kept, and most sums cost one comparison with it.
-fn kth_best(from: &[Ranked], k: usize, floor: f32) -> Option<f32> {
+/// The `k`-th best sum in `from` (of those `allowed`) if that is `floor` or above.
+/// Sums here are neither negative nor NaN, so their bits rank as they do: a heap
+/// of integers whose top is the lowest kept, and most sums cost one comparison
+/// with it.
+fn kth_best(from: &[Ranked], allowed: Option<&[bool]>, k: usize, floor: f32) -> Option<f32> {
     let mut best: BinaryHeap<Reverse<u32>> = BinaryHeap::with_capacity(k + 1);
     let mut low = floor.to_bits();
     for r in from {
         let bits = r.sum.to_bits();
-        if bits < low {
+        if bits < low || !permitted(allowed, r.slot) {
             continue;
         }
         if best.len() < k {
