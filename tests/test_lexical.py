@@ -132,3 +132,120 @@ def test_native_scoring_names_the_bad_argument(terms, slots, allowed, field: str
     with pytest.raises(InvalidArgumentError) as info:
         postings_top_k(terms, slots, 5, allowed)
     assert info.value.field == field
+
+
+def _dense_top_k(terms, slots: int, k: int, allowed=None) -> tuple[list[int], list[float]]:
+    """The native ranking from its definition: float32 sums over every slot, each
+    slot's ``idf * weight`` added term by term in the documented order (largest
+    ``idf * weight`` first, ties by position), postings in their given order."""
+    contributions = [np.float32(idf) * weights for _, weights, idf in terms]
+    bounds = [max(0.0, float(c.max())) if len(c) else 0.0 for c in contributions]
+    sums = np.zeros(slots, np.float32)
+    for i in sorted(range(len(terms)), key=lambda i: (-bounds[i], i)):
+        np.add.at(sums, terms[i][0].astype(np.int64), contributions[i])
+    ok = sums > 0
+    if allowed is not None:
+        ok[len(allowed) :] = False
+        ok[: len(allowed)] &= allowed[:slots]
+    found = np.flatnonzero(ok)
+    order = np.lexsort((found, -sums[found]))[:k]
+    return found[order].tolist(), sums[found[order]].tolist()
+
+
+def _random_terms(rng: np.random.Generator, slots: int):
+    """A query's postings as a conversation's corpus has them: BM25-like weights,
+    from a term in half the documents (low IDF) to one in a handful; ascending
+    slots as LexicalIndex builds them, now and then shuffled or with a repeat."""
+    terms = []
+    coarse = rng.random() < 0.3  # few distinct weights: exact ties
+    for _ in range(rng.integers(1, 7)):
+        share = rng.choice([0.5, 0.1, 0.02, 0.005])
+        s = np.flatnonzero(rng.random(slots) < share).astype(np.uint32)
+        tf = rng.integers(1, 4, len(s)).astype(np.float32)
+        length = rng.integers(3, 40, len(s)).astype(np.float32)
+        w = tf * 0.5 if coarse else tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / 20))
+        w = w.astype(np.float32)
+        idf = math.log(1 + (slots - len(s) + 0.5) / (len(s) + 0.5))
+        shape = rng.integers(0, 8)
+        if shape == 0:
+            order = rng.permutation(len(s))
+            s, w = s[order], w[order]
+        elif shape == 1 and len(s):
+            i = rng.integers(0, len(s))
+            s, w = np.append(s, s[i]), np.append(w, np.float32(0.7))
+        terms.append((s, w, idf))
+    return terms
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_ranking_is_the_dense_sum_in_the_documented_order(seed: int) -> None:
+    from memosd._native import postings_top_k
+
+    rng = np.random.default_rng(seed)
+    for _ in range(60):
+        slots = int(rng.choice([50, 400, 3000]))
+        terms = _random_terms(rng, slots)
+        allowed = None
+        if rng.random() < 0.5:
+            allowed = rng.random(int(rng.integers(slots // 2, slots + 5))) < 0.7
+        k = int(rng.choice([1, 3, 10, 60, slots + 5]))
+        got_slots, got_scores = postings_top_k(terms, slots, k, allowed)
+        assert got_slots.dtype == np.int64 and got_scores.dtype == np.float32
+        # Exact: the same slots and bit for bit the same sums.
+        assert (got_slots.tolist(), got_scores.tolist()) == _dense_top_k(terms, slots, k, allowed)
+
+
+def test_a_common_low_idf_term_still_adds_to_the_candidates() -> None:
+    from memosd._native import postings_top_k
+
+    # After the rare term, slots 5 and 7 tie at 5. The common term cannot lift a
+    # slot it alone has to 5 (it adds at most 1), so it is only looked up for the
+    # two; it decides between them.
+    common_slots = np.arange(400, dtype=np.uint32)
+    common_weights = np.full(400, 0.25, np.float32)
+    common_weights[7] = 0.5
+    rare = (np.array([5, 7, 100], np.uint32), np.array([1.0, 1.0, 0.5], np.float32), 5.0)
+    for common in [
+        (common_slots, common_weights, 2.0),
+        (common_slots[::-1].copy(), common_weights[::-1].copy(), 2.0),  # read in full
+    ]:
+        slots, scores = postings_top_k([common, rare], 400, 2)
+        assert slots.tolist() == [7, 5]
+        assert scores.tolist() == [6.0, 5.5]
+        slots, scores = postings_top_k([common, rare], 400, 1, np.arange(400) != 7)
+        assert (slots.tolist(), scores.tolist()) == ([5], [5.5])
+
+
+def test_term_arrays_are_ascending_whatever_the_order_of_writes() -> None:
+    texts = {slot: f"caroline {'lake ' * (slot % 3)}note {slot % 7}" for slot in range(60)}
+    scrambled = np.random.default_rng(1).permutation(60).tolist()
+    idx = build({slot: texts[slot] for slot in scrambled})
+    ordered = build(texts)
+    for term in ("caroline", "lake", "note"):
+        slots, weights, _ = idx._term_arrays(term, len(idx))
+        assert np.all(np.diff(slots.astype(np.int64)) > 0)
+        want_slots, want_weights, _ = ordered._term_arrays(term, len(ordered))
+        assert slots.tolist() == want_slots.tolist()
+        assert weights.tolist() == want_weights.tolist()
+    got, want = idx.search("caroline lake", 5), ordered.search("caroline lake", 5)
+    assert got[0].tolist() == want[0].tolist()
+
+
+def test_a_common_name_with_rare_words_matches_the_reference() -> None:
+    # One name in every third memory, a few rare words: the ranking the native
+    # code settles early must still be BM25's.
+    rng = np.random.default_rng(5)
+    vocab = [f"w{i}" for i in range(300)]
+    docs = {}
+    for slot in range(600):
+        words = rng.choice(vocab, size=int(rng.integers(3, 12))).tolist()
+        if slot % 3 == 0:
+            words.append("caroline")
+        docs[slot] = " ".join(words)
+    idx = build(docs)
+    for query in ("caroline w7 w42", "caroline w3", "w250 caroline w251 w9"):
+        ref = reference_bm25(docs, query)
+        want = sorted(ref, key=lambda s: (-ref[s], s))[:10]
+        slots, scores = idx.search(query, k=10)
+        assert slots.tolist() == want
+        assert scores.tolist() == pytest.approx([ref[s] for s in want], rel=1e-5)

@@ -382,7 +382,15 @@ def postings_top_k(
     ties by lower slot. Only sums above zero count and, with ``allowed``, only slots
     ``s < len(allowed)`` with ``allowed[s]``. Every slot must be below ``slots``;
     bad arrays raise ``InvalidArgumentError`` naming ``terms[i]`` or ``allowed``.
-    The GIL is released while it runs."""
+    The GIL is released while it runs.
+
+    Sums are float32, each slot's ``idf * weight`` added in this order: terms by
+    their largest ``idf * weight`` (0 if that is smaller), highest first, ties by
+    position in ``terms``; within a term, in the given order. The result is exactly
+    that of adding every posting, but once the best ``k`` are settled the low-IDF
+    terms are only searched for the slots that can still make it, which needs
+    their slots strictly ascending; a term given in any other order is read in
+    full, and nothing is skipped until it has been."""
 
 # ---- Rank fusion (rust/core/src/fusion.rs, rust/py/src/fusion.rs) ------------
 

@@ -9,11 +9,14 @@ English stop words and one-character tokens dropped, and a trailing plural
 Scoring is Okapi BM25 (k1 = 1.2, b = 0.75) with corpus statistics (document
 count, document frequency, average length) over every indexed memory. Postings
 live in dicts for cheap incremental updates; on first use after a change, each
-term's postings become NumPy arrays of slots and of their BM25 term weights
-(everything but the IDF) at the current average length. Any change to the
-corpus statistics drops those weights, so scores are always exact, and a query
-costs one pass over its terms' postings while the corpus is unchanged
-(``memosd._native.postings_top_k``).
+term's postings become NumPy arrays of slots, ascending, and of their BM25 term
+weights (everything but the IDF) at the current average length, kept with the
+term's IDF. Any change to the corpus statistics drops them, so scores are always
+exact. While the corpus is unchanged a query costs a quick (vectorised) pass
+over its terms' postings for their bounds, and adding them up only where it can
+matter (``memosd._native.postings_top_k``): once the rare, high-IDF terms have
+settled the ranking, the common terms' ascending postings are only searched for
+the documents that can still make the top ``k``.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ class LexicalIndex:
 
     def __init__(self) -> None:
         self._postings: dict[str, dict[int, int]] = {}
-        # term -> (slots, BM25 weight without IDF) at the current average length
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # term -> (slots, BM25 weight without IDF, IDF) at the current statistics
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}
         self._doc_terms: dict[int, tuple[str, ...]] = {}  # slot -> its distinct terms
         self._lengths = np.zeros(1024, dtype=np.float32)
         self._total_length = 0
@@ -102,22 +105,19 @@ class LexicalIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` slots by BM25 (score > 0), best first, limited to ``mask`` if given."""
         n_docs = len(self._doc_terms)
-        terms = set(tokenize(query))
+        terms = sorted(set(tokenize(query)))  # a fixed order: equal bounds sum alike
         if n_docs == 0 or not terms or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         postings = []
         for term in terms:
             arrays = self._term_arrays(term, n_docs)
-            if arrays is None:
-                continue
-            slots, weights = arrays
-            idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
-            postings.append((slots, weights, idf))
+            if arrays is not None:
+                postings.append(arrays)
         # Summed and ranked natively, at a cost that follows the postings rather
         # than the corpus size.
         return postings_top_k(postings, len(self._lengths), k, mask)
 
-    def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _term_arrays(self, term: str, n_docs: int) -> tuple[np.ndarray, np.ndarray, float] | None:
         arrays = self._arrays.get(term)
         if arrays is None:
             postings = self._postings.get(term)
@@ -125,7 +125,11 @@ class LexicalIndex:
                 return None
             slots = np.fromiter(postings.keys(), dtype=np.uint32, count=len(postings))
             tf = np.fromiter(postings.values(), dtype=np.float32, count=len(postings))
+            order = np.argsort(slots, kind="stable")  # ascending: terms can be skipped through
+            slots, tf = slots[order], tf[order]
             avg_len = self._total_length / n_docs
             norm = K1 * (1.0 - B + B * self._lengths[slots] / np.float32(avg_len))
-            arrays = self._arrays[term] = (slots, tf * np.float32(K1 + 1.0) / (tf + norm))
+            weights = tf * np.float32(K1 + 1.0) / (tf + norm)
+            idf = math.log(1.0 + (n_docs - len(slots) + 0.5) / (len(slots) + 0.5))
+            arrays = self._arrays[term] = (slots, weights, idf)
         return arrays
