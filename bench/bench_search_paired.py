@@ -1,0 +1,103 @@
+"""Search latency of this checkout against another one, in alternating runs on one data
+directory: the way to compare two builds on a VM whose speed drifts from minute to
+minute (one run of bench_daemon.py per build can differ by 30% on the same code).
+
+    python bench/bench_search_paired.py --baseline ../other-checkout [--rounds 8]
+        [--size 100000] [--data DIR] [--queries 1200] [--out bench/out/search_paired.json]
+
+The baseline is another checkout of memosd with its native module built into its
+``python/memosd`` (e.g. ``git worktree add ../base <commit>``, then ``maturin build
+--release`` there and unzip the wheel's ``memosd/_native*.so`` into it); its daemon runs
+with that ``python/`` first on ``PYTHONPATH``. The data directory is filled once, as
+bench_daemon.py fills it (LoCoMo turns, one cube, real query embeddings), or reused with
+``--data``. Each round starts the baseline's daemon, then this checkout's, and times
+``--queries`` HYBRID searches (top_k 10) from 8 client threads of this process against
+each. Prints every round and the medians, with this checkout's ratios to the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_daemon import base_vectors, corpus, fill_in_process, latency, perturbed
+from memosd.embedder import Embedder
+from serving import Daemon
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENTS = 8
+FIELDS = ("p50", "p95", "p99", "qps", "server_cpu_ms", "client_cpu_ms")
+
+
+def filled(data: Path, size: int, locomo: Path, cache: Path) -> str:
+    """The cube id of ``data``, filling the directory first if it holds no store."""
+    marker = data / "cube.txt"
+    if marker.exists():
+        return marker.read_text()
+    if data.exists() and any(data.iterdir()):
+        raise SystemExit(f"{data} holds something other than a finished fill; remove it first")
+    turns, _ = corpus(locomo)
+    embedder = Embedder.default()
+    base = base_vectors(embedder, [t["content"] for t in turns], cache)
+    vectors = perturbed(base, size, np.random.default_rng(7))
+    cube, _ = fill_in_process(data, embedder, turns, vectors)
+    marker.write_text(cube)
+    return cube
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="the other checkout")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1200, help="timed queries per run")
+    parser.add_argument("--data", type=Path, help="data directory to fill once and reuse")
+    parser.add_argument("--locomo", type=Path, default=Path("/work/shared/data/locomo"))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/out/search_paired.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    baseline = args.baseline.resolve() / "python"
+    if not any((baseline / "memosd").glob("_native*.so")):
+        parser.error(f"{baseline}/memosd has no built native module (_native*.so)")
+
+    data = args.data or ROOT / f"bench/out/data-{args.size}"
+    cube = filled(data, args.size, args.locomo, args.out.parent)
+    _, questions = corpus(args.locomo)
+    queries = (questions * (args.queries // len(questions) + 1))[: args.queries]
+    builds = {
+        "baseline": {"PYTHONPATH": str(baseline)},
+        "this": {"PYTHONPATH": str(ROOT / "python")},
+    }
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in builds}
+    print(f"{args.size:,} memories, {CLIENTS} clients, HYBRID, {args.queries} queries per run")
+    print(f"{'round':>5} {'build':>9} " + " ".join(f"{f:>13}" for f in FIELDS))
+    for round_ in range(1, args.rounds + 1):
+        for name, env in builds.items():
+            with Daemon(data, env=env) as daemon:
+                latency(daemon, cube, questions[:200], CLIENTS)  # warm up
+                r = latency(daemon, cube, queries, CLIENTS)
+            runs[name].append(r)
+            print(f"{round_:>5} {name:>9} " + " ".join(f"{r[f]:>13.2f}" for f in FIELDS))
+    medians = {
+        name: {f: statistics.median(r[f] for r in rs) for f in FIELDS} for name, rs in runs.items()
+    }
+    print("median")
+    for name, m in medians.items():
+        print(f"{'':>5} {name:>9} " + " ".join(f"{m[f]:>13.2f}" for f in FIELDS))
+    ratios = {f: medians["this"][f] / medians["baseline"][f] for f in FIELDS}
+    print(f"{'':>5} {'ratio':>9} " + " ".join(f"{ratios[f]:>13.2f}" for f in FIELDS))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"runs": runs, "medians": medians, "ratios": ratios}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
