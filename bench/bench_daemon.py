@@ -243,7 +243,7 @@ def main() -> None:
 
     base = base_vectors(embedder, [t["content"] for t in turns], args.out.parent)
     rng = np.random.default_rng(7)
-    rows = []
+    rows: list[tuple[int, int | str, dict[str, float]]] = []
     for size in args.sizes:
         vectors = perturbed(base, size, rng)
         with tempfile.TemporaryDirectory(prefix="memosd-bench-") as tmp:
