@@ -280,9 +280,9 @@ def main() -> None:
         f"{'memories':>9} {'clients':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}"
         f" {'daemon CPU ms/q':>15} {'client CPU ms/q':>15}"
     )
-    for size, clients, r in rows:
+    for size, callers, r in rows:
         print(
-            f"{size:>9,} {clients:>10} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
+            f"{size:>9,} {callers:>10} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
             f" {r['qps']:>7.1f} {r['server_cpu_ms']:>15.2f} {r['client_cpu_ms']:>15.2f}"
         )
     for size, entry in results["sizes"].items():
