@@ -267,22 +267,14 @@ class SearchEngine:
 
         Scores: VECTOR cosine similarity, LEXICAL BM25, HYBRID the fused score.
         """
-        (result,) = self.search_many([query])
+        (result,) = self.search_embedded([query], self.embed_queries([query]))
         if isinstance(result, Exception):
             raise result
         return result
 
-    def search_many(self, queries: Sequence[SearchQuery]) -> list[Hits | Exception]:
-        """``search`` of each query, with one forward pass of the embedder for all of them.
-
-        A query that fails (an unknown cube, before any embedding) gets its error in
-        its place and does not affect the others.
-        """
-        return self.search_embedded(queries, self.embed_queries(queries))
-
     def embed_queries(self, queries: Sequence[SearchQuery]) -> list[QueryVector]:
-        """The first half of ``search_many``: each query's vector, from one forward pass
-        for the whole batch; None for a LEXICAL query, and a NotFoundError for a query
+        """The first half of a search: each query's vector, from one forward pass for
+        the whole batch; None for a LEXICAL query, and a NotFoundError for a query
         naming an unknown cube (nothing is embedded for it)."""
         missing = self._missing_cubes({c for q in queries for c in q.cube_ids})
         prepared: list[QueryVector] = []
@@ -309,8 +301,8 @@ class SearchEngine:
     def search_embedded(
         self, queries: Sequence[SearchQuery], vectors: Sequence[QueryVector]
     ) -> list[Hits | Exception]:
-        """The second half of ``search_many``: the queries with what ``embed_queries``
-        gave for them; an error stays in its query's place."""
+        """The second half of a search: the queries with what ``embed_queries`` gave
+        for them; an error stays in its query's place and does not affect the others."""
         results: list[Hits | Exception] = []
         for query, qvec in zip(queries, vectors, strict=True):
             if isinstance(qvec, Exception):

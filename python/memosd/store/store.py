@@ -129,8 +129,7 @@ class Store:
         return unpack_cube(raw)
 
     def cube_exists(self, cube_id: str) -> bool:
-        with self._env.read() as txn:
-            return txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is not None
+        return bool(self.existing_cubes([cube_id]))
 
     def existing_cubes(self, cube_ids: Iterable[str]) -> set[str]:
         """Those of ``cube_ids`` that exist, read in one transaction."""

@@ -121,12 +121,7 @@ struct Scratch {
 mod tests {
     use super::*;
 
-    const BERT: Normalizer = Normalizer {
-        clean_text: true,
-        handle_chinese_chars: true,
-        strip_accents: true,
-        lowercase: true,
-    };
+    const BERT: Normalizer = Normalizer::BERT;
 
     /// [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4, then the words.
     fn tokenizer(max_tokens: usize) -> Tokenizer {

@@ -129,15 +129,21 @@ impl Normalizer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BERT: Normalizer = Normalizer {
+impl Normalizer {
+    /// BERT's uncased settings, every step on (tests).
+    pub(crate) const BERT: Normalizer = Normalizer {
         clean_text: true,
         handle_chinese_chars: true,
         strip_accents: true,
         lowercase: true,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BERT: Normalizer = Normalizer::BERT;
 
     fn norm(n: Normalizer, text: &str) -> String {
         let (mut out, mut scratch) = (String::new(), String::new());
