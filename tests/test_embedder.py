@@ -187,3 +187,63 @@ def test_float32_queries_when_asked() -> None:
     e = Embedder.default(quantize_queries=False)
     queries = ["what does the user like to drink?"]
     np.testing.assert_array_equal(e.encode_queries(queries), e.encode(queries))
+
+
+def _collect(worker, n: int) -> dict:
+    """``n`` results of a query worker, waiting on its descriptor as an event loop would."""
+    import select
+
+    got: dict = {}
+    while len(got) < n:
+        readable, _, _ = select.select([worker], [], [], 30)
+        assert readable, f"no result within 30s ({len(got)} of {n})"
+        got.update(worker.take())
+    return got
+
+
+def test_native_query_worker_gives_the_query_lanes_vectors(embedder: Embedder) -> None:
+    from memosd.errors import ResourceExhaustedError
+
+    worker = embedder.native_query_encoder(max_batch=3)
+    if worker is None:
+        pytest.skip("no SIMD int8 kernel here: queries embed in float32, in Python")
+    texts = [*REAL_TEXTS[:4], "what does the user like to drink?", "word " * 300]
+    for i, text in enumerate(texts):  # more than one batch
+        worker.submit(("query", i), text)
+    got = _collect(worker, len(texts))
+    assert sorted(got) == [("query", i) for i in range(len(texts))]
+    expected = embedder.encode_queries(texts)
+    for i in range(len(texts)):
+        np.testing.assert_allclose(got[("query", i)], expected[i], atol=1e-5)
+    worker.submit("last", texts[0])
+    worker.close()  # finishes what is queued
+    worker.close()
+    [(tag, vector)] = worker.take()
+    assert tag == "last" and vector.shape == (embedder.dim,)
+    with pytest.raises(ResourceExhaustedError):
+        worker.submit("late", texts[0])
+
+
+def test_native_query_worker_refuses_bad_arguments(embedder: Embedder) -> None:
+    if embedder.native_query_encoder(1) is None:
+        pytest.skip("no SIMD int8 kernel here: queries embed in float32, in Python")
+    with pytest.raises(InvalidArgumentError) as e:
+        embedder.native_query_encoder(max_batch=0)
+    assert e.value.field == "max_batch"
+    worker = embedder.native_query_encoder(1)
+    with pytest.raises(InvalidArgumentError):
+        worker.submit("tag", b"not text")  # type: ignore[arg-type]
+    worker.close()
+
+
+def test_float32_queries_get_the_threaded_worker() -> None:
+    from memosd.query_encoder import ThreadedQueryEncoder, query_queue
+
+    e = Embedder.default(quantize_queries=False)
+    worker = query_queue(e)
+    assert isinstance(worker, ThreadedQueryEncoder)
+    worker.submit(7, "what does the user like to drink?")
+    got = _collect(worker, 1)
+    expected = e.encode_queries(["what does the user like to drink?"])[0]
+    np.testing.assert_array_equal(got[7], expected)
+    worker.close()

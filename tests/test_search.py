@@ -7,20 +7,28 @@ tested without loading torch; tests/test_embedder.py covers the real model.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
+import select
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 from memosd.config import LimitsConfig
-from memosd.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from memosd.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 from memosd.ops.access import AccessTracker
 from memosd.ops.search import Search
+from memosd.query_encoder import ThreadedQueryEncoder
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
 from memosd.search.doctable import DocTable
 from memosd.search.filter import MaskCache
@@ -45,6 +53,9 @@ class HashingEmbedder:
         return out
 
     encode_queries = encode
+
+    def native_query_encoder(self, max_batch: int) -> None:
+        return None  # searches embed in memosd.query_encoder's Python thread
 
 
 class World:
@@ -353,79 +364,79 @@ def test_filter_masks_are_reused_only_while_the_table_and_clock_allow(world: Wor
     assert list(fresh.keys_in_cube(code)) == [lasting.key, third.key]
 
 
-def test_queued_searches_share_one_embedding_pass_and_keep_their_own_results(
-    world: World,
-) -> None:
+def test_concurrent_searches_get_their_own_hits_and_errors(world: World) -> None:
     cube = world.cube("c")
     world.add(cube, FRUIT)
     ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
-    batches: list[int] = []
-    gate = threading.Event()
-    encode = world.embedder.encode_queries
+    modes = ["VECTOR", "HYBRID", "HYBRID", "HYBRID", "LEXICAL"]
 
-    def held_encode(texts: Sequence[str]) -> np.ndarray:
-        batches.append(len(texts))
-        if len(batches) == 1:
-            gate.wait(10)  # keep the worker busy while more searches queue up
-        return encode(texts)
+    async def searches() -> list:
+        calls = [
+            ops.search([cube], text, 1, mode, SearchFilter())
+            for text, mode in zip(FRUIT, modes, strict=True)
+        ]
+        calls.append(ops.search(["0" * 32], "apples", 1, "HYBRID", SearchFilter()))
+        calls.append(ops.search([""], "apples", 1, "HYBRID", SearchFilter()))
+        return await asyncio.gather(*calls, return_exceptions=True)
 
-    world.embedder.encode_queries = held_encode  # type: ignore[method-assign]
-    first = ops.submit([cube], FRUIT[0], 1, "VECTOR", SearchFilter())
-    deadline = time.monotonic() + 10
-    while not batches and time.monotonic() < deadline:
-        time.sleep(0.001)
-    queued = [ops.submit([cube], text, 1, "HYBRID", SearchFilter()) for text in FRUIT[1:4]]
-    unknown = ops.submit(["0" * 32], "apples", 1, "HYBRID", SearchFilter())
-    lexical = ops.submit([cube], FRUIT[4], 1, "LEXICAL", SearchFilter())
-    invalid = ops.submit([""], "apples", 1, "HYBRID", SearchFilter())
-    with pytest.raises(InvalidArgumentError):  # refused before it is queued
-        invalid.result(timeout=0)
-    gate.set()
-    assert [rec.content for rec, _ in first.result(10)] == [FRUIT[0]]
-    assert [f.result(10)[0][0].content for f in queued] == FRUIT[1:4]
-    assert lexical.result(10)[0][0].content == FRUIT[4]
-    with pytest.raises(NotFoundError):
-        unknown.result(10)
-    # The three queued vector queries went through the embedder together; the
-    # unknown cube and the lexical query needed no embedding.
-    assert batches == [1, 3]
+    results = asyncio.run(searches())
+    assert [hits[0][0].content for hits in results[:5]] == FRUIT
+    assert isinstance(results[5], NotFoundError)
+    assert isinstance(results[6], InvalidArgumentError)
     ops.close()
+    for mode in ("HYBRID", "LEXICAL"):
+        with pytest.raises(FailedPreconditionError):
+            asyncio.run(ops.search([cube], "apples", 1, mode, SearchFilter()))
     with pytest.raises(FailedPreconditionError):
-        ops.submit([cube], "apples", 1, "HYBRID", SearchFilter()).result(0)
+        ops.search_blocking([cube], "apples", 1, "HYBRID", SearchFilter())
 
 
-def test_the_next_batch_is_embedded_while_the_previous_one_is_searched(world: World) -> None:
+class HeldEncoder:
+    """``encode_queries`` that records its batches and holds the first until released."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
+        self.encode = encode
+        self.batches: list[list[str]] = []
+        self.release = threading.Event()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(list(texts))
+        if len(self.batches) == 1:
+            self.release.wait(10)
+        return self.encode(texts)
+
+    async def first_batch_started(self) -> None:
+        deadline = time.monotonic() + 10
+        while not self.batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+
+def test_queries_waiting_for_the_embedder_go_through_it_together(world: World) -> None:
     cube = world.cube("c")
     world.add(cube, FRUIT)
     ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
-    embedded: list[list[str]] = []
-    encode = world.embedder.encode_queries
-    search_embedded = world.engine.search_embedded
-    searching, release = threading.Event(), threading.Event()
+    held = HeldEncoder(world.embedder.encode_queries)
+    world.embedder.encode_queries = held  # type: ignore[method-assign]
 
-    def recording_encode(texts: Sequence[str]) -> np.ndarray:
-        embedded.append(list(texts))
-        return encode(texts)
+    async def searches() -> tuple[list, list, list]:
+        first = asyncio.ensure_future(ops.search([cube], FRUIT[0], 1, "VECTOR", SearchFilter()))
+        await held.first_batch_started()
+        queued = [
+            asyncio.ensure_future(ops.search([cube], text, 1, "HYBRID", SearchFilter()))
+            for text in FRUIT[1:4]
+        ]
+        # The event loop goes on serving while the embedder is busy: a LEXICAL
+        # search needs no embedding and completes at once.
+        lexical = await ops.search([cube], FRUIT[4], 1, "LEXICAL", SearchFilter())
+        assert not first.done()
+        held.release.set()
+        return await first, await asyncio.gather(*queued), lexical
 
-    def held_search(queries, vectors):  # type: ignore[no-untyped-def]
-        searching.set()
-        release.wait(10)
-        return search_embedded(queries, vectors)
-
-    world.embedder.encode_queries = recording_encode  # type: ignore[method-assign]
-    world.engine.search_embedded = held_search  # type: ignore[method-assign]
-    first = ops.submit([cube], FRUIT[0], 1, "VECTOR", SearchFilter())
-    assert searching.wait(10)
-    second = ops.submit([cube], FRUIT[1], 1, "VECTOR", SearchFilter())
-    deadline = time.monotonic() + 10
-    while len(embedded) < 2 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    # The second query was embedded while the first one's search is still held.
-    assert embedded == [[FRUIT[0]], [FRUIT[1]]]
-    assert not first.done()
-    release.set()
-    assert first.result(10)[0][0].content == FRUIT[0]
-    assert second.result(10)[0][0].content == FRUIT[1]
+    first, queued, lexical = asyncio.run(searches())
+    assert first[0][0].content == FRUIT[0]
+    assert [hits[0][0].content for hits in queued] == FRUIT[1:4]
+    assert lexical[0][0].content == FRUIT[4]
+    assert held.batches == [[FRUIT[0]], FRUIT[1:4]]
     ops.close()
 
 
@@ -433,6 +444,50 @@ def test_close_serves_what_is_queued(world: World) -> None:
     cube = world.cube("c")
     world.add(cube, FRUIT)
     ops = Search(world.engine, AccessTracker(world.store), LimitsConfig())
-    futures = [ops.submit([cube], text, 1, "HYBRID", SearchFilter()) for text in FRUIT[:4]]
-    ops.close()
-    assert [f.result(0)[0][0].content for f in futures] == FRUIT[:4]
+    held = HeldEncoder(world.embedder.encode_queries)
+    world.embedder.encode_queries = held  # type: ignore[method-assign]
+
+    async def close_while_queued() -> list:
+        calls = [asyncio.ensure_future(ops.search([cube], FRUIT[0], 1, "HYBRID", SearchFilter()))]
+        await held.first_batch_started()
+        calls += [
+            asyncio.ensure_future(ops.search([cube], text, 1, "HYBRID", SearchFilter()))
+            for text in FRUIT[1:4]
+        ]
+        await asyncio.sleep(0.01)  # queued behind the held batch
+        closing = asyncio.ensure_future(asyncio.to_thread(ops.close))
+        await asyncio.sleep(0.01)
+        held.release.set()
+        await closing
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(close_while_queued())
+    assert [hits[0][0].content for hits in results] == FRUIT[:4]
+
+
+def test_the_threaded_query_encoder_signals_and_fails_a_batch_together() -> None:
+    calls: list[int] = []
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        calls.append(len(texts))
+        if "boom" in texts:
+            raise RuntimeError("model failure")
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    worker = ThreadedQueryEncoder(encode, max_batch=2)
+    assert select.select([worker], [], [], 0)[0] == []
+    worker.submit("a", "text")
+    assert select.select([worker], [], [], 10)[0] == [worker]
+    assert [(tag, list(v)) for tag, v in worker.take()] == [("a", [1.0, 1.0])]
+    assert select.select([worker], [], [], 0)[0] == []  # take consumed the signal
+    worker.close()
+    with pytest.raises(ResourceExhaustedError):
+        worker.submit("b", "text")
+    failing = ThreadedQueryEncoder(encode, max_batch=2)
+    with failing._lock:  # both queued before the worker can take either
+        failing._waiting.extend([("x", "boom"), ("y", "fine")])
+        failing._lock.notify()
+    failing.close()
+    results = failing.take()
+    assert [tag for tag, _ in results] == ["x", "y"]
+    assert all(isinstance(r, RuntimeError) for _, r in results)

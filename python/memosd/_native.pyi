@@ -409,6 +409,59 @@ def fuse_rankings(
     count other than the ranking count, or a negative ``rrf_k`` raise
     ``InvalidArgumentError`` naming ``rankings[i]``, ``weights`` or ``rrf_k``."""
 
+# ---- query-embedding worker (rust/core/src/batching.rs, rust/py/src/query_encoder.rs)
+
+__all__ += ["QueryEncoder"]
+
+@final
+class QueryEncoder:
+    """Search queries embedded by a native worker thread that never takes the GIL:
+    the model of ``int8_encoder`` (same arguments, same floats) behind a queue.
+    ``submit`` tokenizes with ``tokenizer`` and queues; the worker embeds every query
+    waiting (up to ``max_batch``) in one forward pass. ``fileno()`` is readable while
+    results wait (for an event loop's ``add_reader``); ``take()`` returns them. Bad
+    arguments raise ``InvalidArgumentError`` naming them (``heads``, ``max_batch``,
+    ``layers[i]``, a table)."""
+
+    def __new__(
+        cls,
+        tokenizer: WordPieceTokenizer,
+        embeddings: tuple[
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+            npt.NDArray[np.float32],
+        ],
+        eps: float,
+        heads: int,
+        layers: list[
+            tuple[
+                Int8Linear,
+                Int8Linear,
+                npt.NDArray[np.float32],
+                npt.NDArray[np.float32],
+                Int8Linear,
+                Int8Linear,
+                npt.NDArray[np.float32],
+                npt.NDArray[np.float32],
+            ]
+        ],
+        max_batch: int = 32,
+    ) -> QueryEncoder: ...
+    def submit(self, tag: object, text: str) -> None:
+        """Queue ``text``; ``take`` hands back ``(tag, embedding)``. Refused with
+        ``ResourceExhaustedError`` after ``close``."""
+    def take(self) -> list[tuple[Any, npt.NDArray[np.float32] | Exception]]:
+        """Every query finished so far, in the order finished: its tag and its
+        L2-normalised float32 embedding, or the ``RuntimeError`` that stopped its
+        batch. Never blocks."""
+    def fileno(self) -> int:
+        """A descriptor that is readable while results wait for ``take``."""
+    def close(self) -> None:
+        """Finish the queued queries (their results stay for ``take``), then stop the
+        worker thread. Idempotent."""
+
 # ---- BERT tokenizer (rust/core/src/wordpiece/, rust/py/src/wordpiece.rs) ------
 
 __all__ += ["WordPieceTokenizer"]

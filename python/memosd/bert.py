@@ -14,12 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from memosd.errors import FailedPreconditionError
 from memosd.tokenizer import BatchTokenizer, load_tokenizer
+
+if TYPE_CHECKING:
+    from memosd._native import QueryEncoder
 
 _QKV = ("query", "key", "value")
 
@@ -159,6 +162,18 @@ class BertEncoder:
     @property
     def precision(self) -> str:
         return f"int8 ({self.int8_kernel})" if self.quantize else "float32"
+
+    def native_worker(self, max_batch: int) -> QueryEncoder | None:
+        """This model behind a native worker thread (``memosd._native.QueryEncoder``):
+        the int8 model with the native tokenizer only; None otherwise."""
+        from memosd._native import QueryEncoder, WordPieceTokenizer
+
+        if not self.quantize or not isinstance(self._tokenizer, WordPieceTokenizer):
+            return None
+        tables = (self._word, self._position, self._token_type, self._ln_g, self._ln_b)
+        return QueryEncoder(
+            self._tokenizer, tables, self.eps, self.heads, self._int8_layers, max_batch
+        )
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of every text one after another, and where each text starts:

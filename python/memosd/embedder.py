@@ -19,12 +19,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from memosd.bert import BertEncoder
 from memosd.errors import FailedPreconditionError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from memosd._native import QueryEncoder
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +243,14 @@ class Embedder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed search queries (at the query precision); row i belongs to texts[i]."""
         return self._encode(texts, queries=True)
+
+    def native_query_encoder(self, max_batch: int) -> QueryEncoder | None:
+        """The query model behind a native worker thread that embeds without the GIL
+        (see ``memosd.query_encoder``), or None when the query model is not the int8
+        one with the native tokenizer. Loads the model."""
+        self.load()
+        assert self._queries is not None  # load() sets it
+        return self._queries.encoder.native_worker(max_batch)
 
     def _encode(self, texts: Sequence[str], *, queries: bool) -> np.ndarray:
         if isinstance(texts, str):

@@ -155,8 +155,8 @@ class Generator:
         query = call.prompt or next(
             (m.content for m in reversed(call.messages) if m.role == "user"), ""
         )
-        hits = self._search.submit(
+        hits = self._search.search_blocking(
             call.cube_ids, query, call.top_k, "HYBRID", SearchFilter()
-        ).result()
+        )
         skip = {r.memory_id for r in loaded.record.lineage} if loaded else set()
         return [r for r, _ in hits if r.type == "PLAINTEXT" and r.id not in skip]

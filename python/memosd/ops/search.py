@@ -1,41 +1,38 @@
-"""SearchMemories: validation, the search engine, and access counting of hits.
+"""SearchMemories: validation, the query embedding, the index lookups and access
+counting of hits.
 
-Searches run in two stages, each on its own thread:
-- the embed stage takes every query waiting when it becomes free and embeds them
-  together, in one forward pass of the embedder (which reads its weights once per
-  batch instead of once per query);
-- the search stage takes each embedded batch and runs its index lookups, one
-  query after another, and completes the callers' futures.
-The forward pass runs natively without the GIL, so while one batch is embedded
-the previous one is searched (and the event loop serves gRPC) on the other core.
-One thread per stage also keeps the searches from contending with each other
-for the GIL and the engine's lock; a lone query goes through at once.
+A search runs on the daemon's event loop, except for its query embedding: the loop
+hands the query to the query queue (``memosd.query_encoder``), whose worker thread
+embeds every query waiting in one forward pass (the weights are read once per batch)
+without the GIL, and takes the vector back when the queue's descriptor turns
+readable. The lookups that follow take a fraction of a millisecond and run on the
+loop as well. So the loop is the one Python thread on the search path: a search
+never waits for the GIL behind another stage's thread, and nothing is handed
+between threads but the query text and its vector.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+
+import numpy as np
 
 from memosd.config import LimitsConfig
-from memosd.errors import FailedPreconditionError, InvalidArgumentError
+from memosd.errors import FailedPreconditionError, InvalidArgumentError, ResourceExhaustedError
 from memosd.ops import validate
 from memosd.ops.access import AccessTracker
+from memosd.query_encoder import QueryQueue, query_queue
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
-from memosd.search.engine import Hits, QueryVector
+from memosd.search.engine import Hits
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 10
-# Queries served together at most; more wait for the next batch.
-MAX_BATCH = 32
-
-Vectors = list[QueryVector]  # per query, from SearchEngine.embed_queries
-Embedded = tuple[list[tuple[Future[Hits], SearchQuery]], Vectors]
 
 
 class Search:
@@ -50,52 +47,66 @@ class Search:
         self._access = access
         self._limits = limits
         self._clock = clock
-        self._waiting: deque[tuple[Future[Hits], SearchQuery]] = deque()
-        self._wake = threading.Condition()
-        self._embedded: deque[Embedded | None] = deque()  # None: no more batches
-        self._ready = threading.Condition()
+        self._queue: QueryQueue | None = None  # started by the first search on the loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()  # _queue, _loop, _closed
         self._closed = False
-        self._stages = [
-            threading.Thread(target=self._embed_stage, name="memosd-embed", daemon=True),
-            threading.Thread(target=self._search_stage, name="memosd-search", daemon=True),
-        ]
-        for stage in self._stages:
-            stage.start()
 
-    def submit(
+    async def search(
         self,
         cube_ids: Sequence[str],
         query: str,
         top_k: int,
         mode: str,
         flt: SearchFilter,
-    ) -> Future[Hits]:
-        """Queue a search; the future holds its hits, best first, or its error."""
-        future: Future[Hits] = Future()
-        try:
-            request = self._validate(cube_ids, query, top_k, mode, flt)
-        except Exception as e:
-            future.set_exception(e)
-            return future
-        with self._wake:
-            if self._closed:
-                future.set_exception(FailedPreconditionError("the daemon is shutting down"))
-                return future
-            self._waiting.append((future, request))
-            self._wake.notify()
-        return future
+    ) -> Hits:
+        """The hits of a search, best first; called on the event loop."""
+        request = self._request(cube_ids, query, top_k, mode, flt)
+        self._engine.require_cubes(request.cube_ids)
+        vector = None
+        if request.mode != "LEXICAL":
+            vector = await self._embed(request.query)
+        return self._lookup(request, vector)
+
+    def search_blocking(
+        self,
+        cube_ids: Sequence[str],
+        query: str,
+        top_k: int,
+        mode: str,
+        flt: SearchFilter,
+    ) -> Hits:
+        """The same search from a worker thread (GenerateService's retrieval); its query
+        is embedded on this thread."""
+        request = self._request(cube_ids, query, top_k, mode, flt)
+        self._engine.require_cubes(request.cube_ids)
+        vector = None
+        if request.mode != "LEXICAL":
+            vector = self._engine.embedder.encode_queries([request.query])[0]
+        return self._lookup(request, vector)
 
     def close(self) -> None:
-        """Serve what is queued, then stop both stages."""
-        with self._wake:
+        """Refuse new searches; let the queue finish what it holds, then stop it."""
+        with self._lock:
             self._closed = True
-            self._wake.notify()
-        for stage in self._stages:
-            stage.join()
+            queue, loop = self._queue, self._loop
+        if queue is None:
+            return
+        queue.close()
+        if loop is not None and not loop.is_closed():
+            # (RuntimeError: the loop closed meanwhile; its selector went with it.)
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._detach, loop, queue)
 
-    def _validate(
+    @classmethod
+    def _detach(cls, loop: asyncio.AbstractEventLoop, queue: QueryQueue) -> None:
+        cls._deliver(queue)  # what the queue finished while closing
+        loop.remove_reader(queue)
+
+    def _request(
         self, cube_ids: Sequence[str], query: str, top_k: int, mode: str, flt: SearchFilter
     ) -> SearchQuery:
+        self._refuse_if_closed()
         for i, cube_id in enumerate(cube_ids):
             validate.identifier(f"cube_ids[{i}]", cube_id)
         if top_k > self._limits.max_top_k:
@@ -104,50 +115,49 @@ class Search:
             raise InvalidArgumentError("query", f"longer than {self._limits.max_query_bytes} bytes")
         return SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
 
-    def _embed_stage(self) -> None:
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise FailedPreconditionError("the daemon is shutting down")
+
+    async def _embed(self, text: str) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        queue = self._queue if self._loop is loop and self._queue else await self._start(loop)
+        vector: asyncio.Future[np.ndarray] = loop.create_future()
+        try:
+            queue.submit(vector, text)
+        except ResourceExhaustedError:  # closed since the check
+            raise FailedPreconditionError("the daemon is shutting down") from None
+        return await vector
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> QueryQueue:
+        """The queue, started by the first search and watched by ``loop`` from then on
+        (the model loads off the loop if the daemon did not preload it)."""
         while True:
-            with self._wake:
-                while not self._waiting and not self._closed:
-                    self._wake.wait()
-                batch = [self._waiting.popleft() for _ in range(min(MAX_BATCH, len(self._waiting)))]
-            if not batch:  # closed and drained
-                self._hand_on(None)
-                return
-            live = [(f, q) for f, q in batch if f.set_running_or_notify_cancel()]
-            if not live:
+            with self._lock:
+                self._refuse_if_closed()
+                if self._loop is loop and self._queue is not None:
+                    return self._queue
+                if self._loop is not None:
+                    raise FailedPreconditionError("searches run on one event loop")
+            queue = await asyncio.to_thread(query_queue, self._engine.embedder)
+            with self._lock:
+                if not self._closed and self._loop is None:
+                    self._queue, self._loop = queue, loop
+                    loop.add_reader(queue, self._deliver, queue)
+                    return queue
+            queue.close()  # closed meanwhile, or a concurrent first search started one
+
+    @staticmethod
+    def _deliver(queue: QueryQueue) -> None:
+        for vector, result in queue.take():
+            if vector.done():  # the call was cancelled meanwhile
                 continue
-            try:
-                vectors = self._engine.embed_queries([q for _, q in live])
-            except Exception as e:  # the embedder failed: every query of the batch fails
-                log.exception("embedding a search batch of %d failed", len(live))
-                for future, _ in live:
-                    future.set_exception(e)
-                continue
-            self._hand_on((live, vectors))
-
-    def _hand_on(self, embedded: Embedded | None) -> None:
-        with self._ready:
-            self._embedded.append(embedded)
-            self._ready.notify()
-
-    def _search_stage(self) -> None:
-        while True:
-            with self._ready:
-                while not self._embedded:
-                    self._ready.wait()
-                embedded = self._embedded.popleft()
-            if embedded is None:
-                return
-            self._search(*embedded)
-
-    def _search(self, batch: list[tuple[Future[Hits], SearchQuery]], vectors: Vectors) -> None:
-        results = self._engine.search_embedded([q for _, q in batch], vectors)
-        now = self._clock()
-        self._access.record(
-            (rec.key for r in results if not isinstance(r, Exception) for rec, _ in r), now
-        )
-        for (future, _), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
-                future.set_exception(result)
+                vector.set_exception(result)
             else:
-                future.set_result(result)
+                vector.set_result(result)
+
+    def _lookup(self, request: SearchQuery, vector: np.ndarray | None) -> Hits:
+        hits = self._engine.search_embedded(request, vector)
+        self._access.record((rec.key for rec, _ in hits), self._clock())
+        return hits

@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Hits = list[tuple["MemoryRecord", float]]  # best first
-# A query's vector; None for LEXICAL; the query's error if it cannot run.
-QueryVector = np.ndarray | None | Exception
-
 # HYBRID fuses this many candidates from each ranking (at least top_k).
 HYBRID_CANDIDATES = 50
 _ADD_BATCH = 4096
@@ -267,54 +264,29 @@ class SearchEngine:
 
         Scores: VECTOR cosine similarity, LEXICAL BM25, HYBRID the fused score.
         """
-        (result,) = self.search_embedded([query], self.embed_queries([query]))
-        if isinstance(result, Exception):
-            raise result
-        return result
+        self.require_cubes(query.cube_ids)
+        qvec = None
+        if query.mode != "LEXICAL":
+            qvec = self.embedder.encode_queries([query.query])[0]
+        return self.search_embedded(query, qvec)
 
-    def embed_queries(self, queries: Sequence[SearchQuery]) -> list[QueryVector]:
-        """The first half of a search: each query's vector, from one forward pass for
-        the whole batch; None for a LEXICAL query, and a NotFoundError for a query
-        naming an unknown cube (nothing is embedded for it)."""
-        missing = self._missing_cubes({c for q in queries for c in q.cube_ids})
-        prepared: list[QueryVector] = []
-        for query in queries:
-            absent = [c for c in query.cube_ids if c in missing]
-            prepared.append(NotFoundError(f"cube {absent[0]} not found") if absent else None)
-        embed = [i for i, q in enumerate(queries) if prepared[i] is None and q.mode != "LEXICAL"]
-        vectors = self.embedder.encode_queries([queries[i].query for i in embed])
-        for row, i in enumerate(embed):
-            prepared[i] = vectors[row]
-        return prepared
+    def require_cubes(self, cube_ids: Sequence[str]) -> None:
+        """Raise NotFoundError naming the first of ``cube_ids`` that does not exist.
 
-    def _missing_cubes(self, cube_ids: set[str]) -> set[str]:
-        """Those of ``cube_ids`` that do not exist. A cube with memories in the doc table
-        exists (deleting a cube removes its memories from the table before it returns);
-        only the others cost a store read.
-
-        Read without ``_lock``, which the search stage holds through its index lookups:
-        the embed stage would wait on them. Each read is one dict or list lookup (atomic
-        under the GIL), and a cube seen holding memories existed at that moment."""
+        A cube with memories in the doc table exists (deleting a cube removes its
+        memories from the table before it returns); only the others cost a store read.
+        Read without ``_lock``: each read is one dict or list lookup (atomic under the
+        GIL), and a cube seen holding memories existed at that moment."""
         unknown = {c for c in cube_ids if not self._table.cube_holds_memories(c)}
-        return unknown - self.store.existing_cubes(unknown) if unknown else set()
+        if unknown:
+            missing = unknown - self.store.existing_cubes(unknown)
+            for cube_id in cube_ids:
+                if cube_id in missing:
+                    raise NotFoundError(f"cube {cube_id} not found")
 
-    def search_embedded(
-        self, queries: Sequence[SearchQuery], vectors: Sequence[QueryVector]
-    ) -> list[Hits | Exception]:
-        """The second half of a search: the queries with what ``embed_queries`` gave
-        for them; an error stays in its query's place and does not affect the others."""
-        results: list[Hits | Exception] = []
-        for query, qvec in zip(queries, vectors, strict=True):
-            if isinstance(qvec, Exception):
-                results.append(qvec)
-                continue
-            try:
-                results.append(self._search(query, qvec))
-            except Exception as e:
-                results.append(e)
-        return results
-
-    def _search(self, query: SearchQuery, qvec: np.ndarray | None) -> Hits:
+    def search_embedded(self, query: SearchQuery, qvec: np.ndarray | None) -> Hits:
+        """``search`` with the query's vector given (None for LEXICAL) and its cubes
+        checked (``require_cubes``)."""
         depth = query.top_k
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
 
 import grpc
@@ -79,14 +78,12 @@ class MemoryServicer(Servicer, pb_grpc.MemoryServiceServicer):
         self, request: pb.SearchMemoriesRequest, context: object
     ) -> pb.SearchMemoriesResponse:
         flt = convert.memory_filter(request.filter)
-        hits = await asyncio.wrap_future(
-            self.runtime.search.submit(
-                tuple(request.cube_ids),
-                request.query,
-                request.top_k,
-                convert.mode_name(request.mode),
-                flt,
-            )
+        hits = await self.runtime.search.search(
+            request.cube_ids,
+            request.query,
+            request.top_k,
+            convert.mode_name(request.mode),
+            flt,
         )
         response = pb.SearchMemoriesResponse()
         for record, score in hits:

@@ -2,6 +2,7 @@
 //!
 //! - [`hnsw`]: approximate nearest-neighbour search (HNSW) with in-graph filtering.
 //! - [`activation`]: BERT's GELU, vectorised.
+//! - [`batching`]: a worker thread that serves a queue in batches (query embedding).
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
 //! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
@@ -12,6 +13,7 @@
 //! No Python here: the PyO3 layer lives in `rust/py`.
 
 pub mod activation;
+pub mod batching;
 pub mod error;
 pub mod fusion;
 pub mod gemm;

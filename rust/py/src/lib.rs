@@ -10,6 +10,7 @@ mod gemm;
 mod hnsw;
 mod kv;
 mod lexical;
+mod query_encoder;
 mod transformer;
 mod wordpiece;
 
@@ -21,6 +22,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     hnsw::register(m)?;
     kv::register(m)?;
     lexical::register(m)?;
+    query_encoder::register(m)?;
     transformer::register(m)?;
     wordpiece::register(m)?;
     Ok(())

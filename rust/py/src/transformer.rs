@@ -86,7 +86,7 @@ fn add_layer_norm(
     Ok(())
 }
 
-type LayerArgs<'py> = (
+pub(crate) type LayerArgs<'py> = (
     Bound<'py, Int8Linear>,
     Bound<'py, Int8Linear>,
     Bound<'py, PyAny>,
@@ -157,7 +157,7 @@ fn int8_encoder<'py>(
     rows(py, pooled, offsets.len().saturating_sub(1), hidden)
 }
 
-type EmbeddingArgs<'py> = (
+pub(crate) type EmbeddingArgs<'py> = (
     Bound<'py, PyAny>,
     Bound<'py, PyAny>,
     Bound<'py, PyAny>,
@@ -166,7 +166,7 @@ type EmbeddingArgs<'py> = (
 );
 
 /// The five embedding arrays (word, position, token_type, gamma, beta), read-only.
-fn embedding_arrays<'py>(
+pub(crate) fn embedding_arrays<'py>(
     (word, position, token_type, gamma, beta): &EmbeddingArgs<'py>,
 ) -> PyResult<Vec<PyReadonlyArrayDyn<'py, f32>>> {
     [
@@ -181,7 +181,7 @@ fn embedding_arrays<'py>(
     .collect()
 }
 
-fn embedding_tables<'a>(
+pub(crate) fn embedding_tables<'a>(
     arrays: &'a [PyReadonlyArrayDyn<'_, f32>],
     eps: f32,
 ) -> PyResult<transformer::Embeddings<'a>> {

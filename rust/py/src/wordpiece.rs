@@ -54,6 +54,13 @@ pub struct WordPieceTokenizer {
     inner: Tokenizer,
 }
 
+impl WordPieceTokenizer {
+    /// The core tokenizer, for Rust code that tokenizes on its own.
+    pub(crate) fn core(&self) -> &Tokenizer {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl WordPieceTokenizer {
     #[new]
