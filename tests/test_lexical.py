@@ -216,19 +216,33 @@ def test_a_common_low_idf_term_still_adds_to_the_candidates() -> None:
         assert (slots.tolist(), scores.tolist()) == ([5], [5.5])
 
 
-def test_term_arrays_are_ascending_whatever_the_order_of_writes() -> None:
+def test_the_order_of_writes_leaves_every_float_alike() -> None:
     texts = {slot: f"caroline {'lake ' * (slot % 3)}note {slot % 7}" for slot in range(60)}
     scrambled = np.random.default_rng(1).permutation(60).tolist()
     idx = build({slot: texts[slot] for slot in scrambled})
     ordered = build(texts)
-    for term in ("caroline", "lake", "note"):
-        slots, weights, _ = idx._term_arrays(term, len(idx))
-        assert np.all(np.diff(slots.astype(np.int64)) > 0)
-        want_slots, want_weights, _ = ordered._term_arrays(term, len(ordered))
-        assert slots.tolist() == want_slots.tolist()
-        assert weights.tolist() == want_weights.tolist()
-    got, want = idx.search("caroline lake", 5), ordered.search("caroline lake", 5)
-    assert got[0].tolist() == want[0].tolist()
+    for query in ("caroline lake", "note lake 3", "caroline"):
+        got, want = idx.search(query, 60), ordered.search(query, 60)
+        assert got[0].tolist() == want[0].tolist()
+        assert got[1].tolist() == want[1].tolist()
+
+
+def test_the_native_index_names_bad_arguments() -> None:
+    from memosd._native import Bm25Index
+    from memosd.errors import InvalidArgumentError
+
+    idx = Bm25Index()
+    with pytest.raises(InvalidArgumentError) as info:
+        idx.upsert(0, "not a list")
+    assert info.value.field == "tokens"
+    idx.upsert(0, ["lake"])
+    with pytest.raises(InvalidArgumentError) as info:
+        idx.search([b"lake"], 5)
+    assert info.value.field == "terms"
+    with pytest.raises(InvalidArgumentError) as info:
+        idx.search(["lake"], 5, np.ones(3, np.int8))
+    assert info.value.field == "allowed"
+    assert idx.search(["lake"], 5)[0].tolist() == [0]
 
 
 def test_a_common_name_with_rare_words_matches_the_reference() -> None:

@@ -369,6 +369,31 @@ def mean_pool(
 
 # ---- Lexical scoring (rust/core/src/lexical.rs, rust/py/src/lexical.rs) --------
 
+__all__ += ["Bm25Index"]
+
+@final
+class Bm25Index:
+    """Okapi BM25 (k1 1.2, b 0.75) over document slots, updated incrementally: each
+    term's postings are ascending slots with term frequencies, and its float32
+    weights are recomputed when a query needs them after the average length moved.
+    Thread-safe (one lock)."""
+
+    def __new__(cls) -> Bm25Index: ...
+    def __len__(self) -> int: ...
+    def upsert(self, slot: int, tokens: Sequence[str]) -> None:
+        """Index ``tokens`` (with repeats; their count is the length) as the document
+        in ``slot`` (< 2**32), replacing what was there."""
+    def remove(self, slot: int) -> None:
+        """Forget the document in ``slot``, if any."""
+    def search(
+        self, terms: Sequence[str], k: int, allowed: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``k`` best slots with score > 0 for the distinct ``terms``, best first,
+        limited to the slots ``allowed`` holds true for: ``postings_top_k`` over the
+        terms' postings with their BM25 weights and IDFs, summed in its order. A
+        ``terms`` that is not a list of str, or a bad ``allowed``, raises
+        ``InvalidArgumentError`` naming it."""
+
 __all__ += ["postings_top_k"]
 
 def postings_top_k(

@@ -5,6 +5,7 @@
 //! - [`batching`]: a worker thread that serves a queue in batches (query embedding).
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
+//! - [`bm25`]: the BM25 inverted index, updated incrementally.
 //! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
 //! - [`fusion`]: one ranking from several (HYBRID search).
 //! - [`wordpiece`]: BERT's WordPiece tokenizer (HF tokenizers' ids, without HF).
@@ -14,6 +15,7 @@
 
 pub mod activation;
 pub mod batching;
+pub mod bm25;
 pub mod error;
 pub mod fusion;
 pub mod gemm;
