@@ -491,3 +491,25 @@ def test_the_threaded_query_encoder_signals_and_fails_a_batch_together() -> None
     results = failing.take()
     assert [tag for tag, _ in results] == ["x", "y"]
     assert all(isinstance(r, RuntimeError) for _, r in results)
+
+
+def test_a_big_batch_is_indexed_a_chunk_at_a_time(world: World) -> None:
+    """Searches run on the event loop and take the engine lock: indexing a big batch
+    must let go of it now and then, not hold it for the whole batch."""
+    cube = world.cube("c")
+    lock = world.engine._lock
+    holds: list[int] = []
+
+    class CountingLock:
+        def __enter__(self) -> None:
+            lock.acquire()
+            holds.append(1)
+
+        def __exit__(self, *exc: object) -> None:
+            lock.release()
+
+    world.engine._lock = CountingLock()  # type: ignore[assignment]
+    world.add(cube, [f"note number {i}" for i in range(300)])
+    assert len(holds) >= 3  # 300 heads, at most 128 per hold
+    world.engine._lock = lock
+    assert world.search(cube, "note", mode="LEXICAL", top_k=500)[:1] and len(world.engine) == 300

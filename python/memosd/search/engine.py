@@ -21,6 +21,7 @@ search needs no store read.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,6 +50,8 @@ Hits = list[tuple["MemoryRecord", float]]  # best first
 # HYBRID fuses this many candidates from each ranking (at least top_k).
 HYBRID_CANDIDATES = 50
 _ADD_BATCH = 4096
+# Heads indexed per hold of the engine lock (about 2 ms of work).
+_LOCK_CHUNK = 128
 
 
 class SearchEngine:
@@ -151,19 +154,24 @@ class SearchEngine:
             for key in removed:
                 self._purged.add(key)
                 self._forget(key)
-            for rec in heads:
-                if rec.key in self._purged:
-                    continue
-                if rec.type != "PLAINTEXT":
-                    self._forget(rec.key)
-                    continue
-                old = self._table.record(rec.key)
-                if old is not None and old.version > rec.version:
-                    continue  # a later head is already in
-                slot = self._table.put(rec)
-                if old is None or old.content != rec.content:
-                    self._lexical.upsert(slot, rec.content)
-                    needs_vector.append(rec)
+        # Searches run on the event loop and take _lock: a big batch is indexed a
+        # chunk at a time, so that no search (and no other call) waits for all of it.
+        heads = iter(heads)
+        while chunk := list(itertools.islice(heads, _LOCK_CHUNK)):
+            with self._lock:
+                for rec in chunk:
+                    if rec.key in self._purged:
+                        continue
+                    if rec.type != "PLAINTEXT":
+                        self._forget(rec.key)
+                        continue
+                    old = self._table.record(rec.key)
+                    if old is not None and old.version > rec.version:
+                        continue  # a later head is already in
+                    slot = self._table.put(rec)
+                    if old is None or old.content != rec.content:
+                        self._lexical.upsert(slot, rec.content)
+                        needs_vector.append(rec)
         self._delete_vectors(removed)
         self._add_vectors(needs_vector)
 
