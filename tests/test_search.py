@@ -383,6 +383,9 @@ def test_concurrent_searches_get_their_own_hits_and_errors(world: World) -> None
     assert [hits[0][0].content for hits in results[:5]] == FRUIT
     assert isinstance(results[5], NotFoundError)
     assert isinstance(results[6], InvalidArgumentError)
+    # A later event loop takes the query queue over from the closed one.
+    again = asyncio.run(ops.search([cube], FRUIT[2], 1, "VECTOR", SearchFilter()))
+    assert again[0][0].content == FRUIT[2]
     ops.close()
     for mode in ("HYBRID", "LEXICAL"):
         with pytest.raises(FailedPreconditionError):

@@ -163,7 +163,7 @@ class BertEncoder:
     def precision(self) -> str:
         return f"int8 ({self.int8_kernel})" if self.quantize else "float32"
 
-    def native_worker(self, max_batch: int) -> QueryEncoder | None:
+    def native_query_encoder(self, max_batch: int) -> QueryEncoder | None:
         """This model behind a native worker thread (``memosd._native.QueryEncoder``):
         the int8 model with the native tokenizer only; None otherwise."""
         from memosd._native import QueryEncoder, WordPieceTokenizer

@@ -250,7 +250,7 @@ class Embedder:
         one with the native tokenizer. Loads the model."""
         self.load()
         assert self._queries is not None  # load() sets it
-        return self._queries.encoder.native_worker(max_batch)
+        return self._queries.encoder.native_query_encoder(max_batch)
 
     def _encode(self, texts: Sequence[str], *, queries: bool) -> np.ndarray:
         if isinstance(texts, str):

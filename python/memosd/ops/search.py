@@ -7,7 +7,7 @@ embeds every query waiting in one forward pass (the weights are read once per ba
 without the GIL, and takes the vector back when the queue's descriptor turns
 readable. The lookups that follow take a fraction of a millisecond and run on the
 loop as well. So the loop is the one Python thread on the search path: a search
-never waits for the GIL behind another stage's thread, and nothing is handed
+never waits for the GIL behind another thread of the daemon, and nothing is handed
 between threads but the query text and its vector.
 """
 
@@ -131,14 +131,19 @@ class Search:
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> QueryQueue:
         """The queue, started by the first search and watched by ``loop`` from then on
-        (the model loads off the loop if the daemon did not preload it)."""
+        (the model loads off the loop if the daemon did not preload it). A later event
+        loop takes the queue over once the first one has closed."""
         while True:
             with self._lock:
                 self._refuse_if_closed()
                 if self._loop is loop and self._queue is not None:
                     return self._queue
-                if self._loop is not None:
-                    raise FailedPreconditionError("searches run on one event loop")
+                if self._loop is not None and self._queue is not None:
+                    if not self._loop.is_closed():
+                        raise FailedPreconditionError("searches run on one event loop")
+                    self._loop = loop
+                    loop.add_reader(self._queue, self._deliver, self._queue)
+                    return self._queue
             queue = await asyncio.to_thread(query_queue, self._engine.embedder)
             with self._lock:
                 if not self._closed and self._loop is None:
