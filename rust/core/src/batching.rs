@@ -52,9 +52,9 @@ where
     R: Send + 'static,
     T: Send + 'static,
 {
-    /// Starts the worker: `run` gets up to `max_batch` jobs, oldest first, and returns
-    /// one result per job, in order. It must not panic.
-    pub fn start<F>(max_batch: usize, mut run: F) -> Result<Self>
+    /// Starts the worker thread `name`: `run` gets up to `max_batch` jobs, oldest
+    /// first, and returns one result per job, in order. It must not panic.
+    pub fn start<F>(name: &str, max_batch: usize, mut run: F) -> Result<Self>
     where
         F: FnMut(Vec<J>) -> Vec<R> + Send + 'static,
     {
@@ -75,7 +75,7 @@ where
         });
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name("memosd-batch".into())
+            .name(name.into())
             .spawn(move || serve(&worker, max_batch, &mut run))?;
         Ok(BatchWorker {
             shared,
@@ -200,7 +200,7 @@ mod tests {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let worker = BatchWorker::start(8, move |jobs: Vec<u32>| {
+        let worker = BatchWorker::start("test", 8, move |jobs: Vec<u32>| {
             seen.lock().unwrap().push(jobs.len());
             if seen.lock().unwrap().len() == 1 {
                 started_tx.send(()).unwrap();
@@ -225,7 +225,7 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        let worker = BatchWorker::start(2, move |jobs: Vec<u32>| {
+        let worker = BatchWorker::start("test", 2, move |jobs: Vec<u32>| {
             if seen.lock().unwrap().is_empty() {
                 gate_rx.recv().unwrap();
             }
@@ -256,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_byte_announces_waiting_results_and_take_consumes_it() {
-        let worker = BatchWorker::start(4, |jobs: Vec<u8>| jobs).unwrap();
+        let worker = BatchWorker::start("test", 4, |jobs: Vec<u8>| jobs).unwrap();
         assert!(would_block(&worker));
         worker.submit((), 7).unwrap();
         until_done(&worker);
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn close_finishes_the_queued_jobs_and_refuses_new_ones() {
-        let worker = BatchWorker::start(1, |jobs: Vec<u32>| {
+        let worker = BatchWorker::start("test", 1, |jobs: Vec<u32>| {
             std::thread::sleep(Duration::from_millis(2));
             jobs
         })
@@ -291,7 +291,9 @@ mod tests {
 
     #[test]
     fn max_batch_zero_is_refused() {
-        let err = BatchWorker::<u8, u8, u8>::start(0, |j| j).err().unwrap();
+        let err = BatchWorker::<u8, u8, u8>::start("test", 0, |j| j)
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "max_batch"));
     }
 }

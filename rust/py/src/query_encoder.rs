@@ -108,7 +108,7 @@ impl QueryEncoder {
         }
         let run = move |jobs: Vec<Vec<f32>>| encode(jobs, &stack, hidden, heads, eps);
         let worker = py
-            .detach(|| Worker::start(max_batch, run))
+            .detach(|| Worker::start("memosd-queries", max_batch, run))
             .map_err(PyErrWrap)?;
         Ok(QueryEncoder {
             worker,
