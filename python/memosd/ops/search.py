@@ -62,7 +62,6 @@ class Search:
     ) -> Hits:
         """The hits of a search, best first; called on the event loop."""
         request = self._request(cube_ids, query, top_k, mode, flt)
-        self._engine.require_cubes(request.cube_ids)
         vector = None
         if request.mode != "LEXICAL":
             vector = await self._embed(request.query)
@@ -79,7 +78,6 @@ class Search:
         """The same search from a worker thread (GenerateService's retrieval); its query
         is embedded on this thread."""
         request = self._request(cube_ids, query, top_k, mode, flt)
-        self._engine.require_cubes(request.cube_ids)
         vector = None
         if request.mode != "LEXICAL":
             vector = self._engine.embedder.encode_queries([request.query])[0]
@@ -106,6 +104,7 @@ class Search:
     def _request(
         self, cube_ids: Sequence[str], query: str, top_k: int, mode: str, flt: SearchFilter
     ) -> SearchQuery:
+        """The validated query, its cubes checked; refused once closed."""
         self._refuse_if_closed()
         for i, cube_id in enumerate(cube_ids):
             validate.identifier(f"cube_ids[{i}]", cube_id)
@@ -113,7 +112,9 @@ class Search:
             raise InvalidArgumentError("top_k", f"must be at most {self._limits.max_top_k}")
         if len(query.encode()) > self._limits.max_query_bytes:
             raise InvalidArgumentError("query", f"longer than {self._limits.max_query_bytes} bytes")
-        return SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
+        request = SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
+        self._engine.require_cubes(request.cube_ids)
+        return request
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
