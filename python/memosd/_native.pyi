@@ -324,30 +324,33 @@ def add_layer_norm(
     C-contiguous float32, ``x`` writable; bad input raises ``InvalidArgumentError``
     naming the argument."""
 
+# The embedding tables (word, position, token_type, gamma, beta) and one int8 layer
+# (qkv, out, ln1_gamma, ln1_beta, up, down, ln2_gamma, ln2_beta).
+_Embeddings: TypeAlias = tuple[
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+]
+_Int8Layer: TypeAlias = tuple[
+    Int8Linear,
+    Int8Linear,
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    Int8Linear,
+    Int8Linear,
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+]
+
 def int8_encoder(
     ids: npt.NDArray[np.int64],
     offsets: npt.NDArray[np.int64],
-    embeddings: tuple[
-        npt.NDArray[np.float32],
-        npt.NDArray[np.float32],
-        npt.NDArray[np.float32],
-        npt.NDArray[np.float32],
-        npt.NDArray[np.float32],
-    ],
+    embeddings: _Embeddings,
     eps: float,
     heads: int,
-    layers: list[
-        tuple[
-            Int8Linear,
-            Int8Linear,
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-            Int8Linear,
-            Int8Linear,
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-        ]
-    ],
+    layers: list[_Int8Layer],
 ) -> npt.NDArray[np.float32]:
     """A BERT sentence encoder with int8 products, token ids to embeddings in one call
     with the GIL released once: ``embed_tokens(ids, offsets, *embeddings, eps)`` (the
@@ -451,27 +454,10 @@ class QueryEncoder:
     def __new__(
         cls,
         tokenizer: WordPieceTokenizer,
-        embeddings: tuple[
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-            npt.NDArray[np.float32],
-        ],
+        embeddings: _Embeddings,
         eps: float,
         heads: int,
-        layers: list[
-            tuple[
-                Int8Linear,
-                Int8Linear,
-                npt.NDArray[np.float32],
-                npt.NDArray[np.float32],
-                Int8Linear,
-                Int8Linear,
-                npt.NDArray[np.float32],
-                npt.NDArray[np.float32],
-            ]
-        ],
+        layers: list[_Int8Layer],
         max_batch: int = 32,
     ) -> QueryEncoder: ...
     def submit(self, tag: object, text: str) -> None:
