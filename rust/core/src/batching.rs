@@ -9,10 +9,12 @@
 //! Why a batch: a forward pass over several short texts reads the model's weights
 //! once, so texts that arrive while one batch runs cost little extra in the next.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -53,10 +55,13 @@ where
     T: Send + 'static,
 {
     /// Starts the worker thread `name`: `run` gets up to `max_batch` jobs, oldest
-    /// first, and returns one result per job, in order. It must not panic.
-    pub fn start<F>(name: &str, max_batch: usize, mut run: F) -> Result<Self>
+    /// first, and returns one result per job, in order. If it panics, or returns
+    /// another number of results, every job of the batch gets `failed(why)` and the
+    /// worker goes on with the next batch: no caller waits forever.
+    pub fn start<F, E>(name: &str, max_batch: usize, mut run: F, failed: E) -> Result<Self>
     where
         F: FnMut(Vec<J>) -> Vec<R> + Send + 'static,
+        E: Fn(String) -> R + Send + 'static,
     {
         if max_batch == 0 {
             return Err(Error::invalid("max_batch", "must be at least 1"));
@@ -76,7 +81,7 @@ where
         let worker = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || serve(&worker, max_batch, &mut run))?;
+            .spawn(move || serve(&worker, max_batch, &mut run, &failed))?;
         Ok(BatchWorker {
             shared,
             ready,
@@ -121,8 +126,7 @@ impl<J, R, T> BatchWorker<J, R, T> {
         self.shared.wake.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(thread) = thread {
-            // The worker catches nothing itself; a panic in `run` ends it, and the
-            // jobs it held are lost with it (documented: `run` must not panic).
+            // `serve` catches panics of `run`, so the thread ends only when closed.
             let _ = thread.join();
         }
     }
@@ -138,6 +142,7 @@ fn serve<J, R, T>(
     shared: &Shared<J, R, T>,
     max_batch: usize,
     run: &mut impl FnMut(Vec<J>) -> Vec<R>,
+    failed: &impl Fn(String) -> R,
 ) {
     loop {
         let mut state = shared.lock();
@@ -150,8 +155,17 @@ fn serve<J, R, T>(
         let n = state.waiting.len().min(max_batch);
         let (tags, jobs): (Vec<T>, Vec<J>) = state.waiting.drain(..n).unzip();
         drop(state);
-        let results = run(jobs);
-        debug_assert_eq!(results.len(), tags.len());
+        let results = match panic::catch_unwind(AssertUnwindSafe(|| run(jobs))) {
+            Ok(results) if results.len() == tags.len() => results,
+            Ok(results) => {
+                let why = format!("{} results for {} jobs", results.len(), tags.len());
+                tags.iter().map(|_| failed(why.clone())).collect()
+            }
+            Err(payload) => {
+                let why = panic_message(payload.as_ref());
+                tags.iter().map(|_| failed(why.clone())).collect()
+            }
+        };
         let mut state = shared.lock();
         state.done.extend(tags.into_iter().zip(results));
         if !state.signaled {
@@ -160,6 +174,15 @@ fn serve<J, R, T>(
             signal(&shared.signal);
         }
     }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("the worker panicked: {what}")
 }
 
 /// One byte to the owner. The socket holds far more than one byte per `take`, so a
@@ -178,6 +201,10 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
+
+    fn no_failure<R>(why: String) -> R {
+        panic!("no batch was meant to fail: {why}")
+    }
 
     fn wait_for<J, R, T>(worker: &BatchWorker<J, R, T>, n: usize) -> Vec<(T, R)>
     where
@@ -200,14 +227,19 @@ mod tests {
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
-        let worker = BatchWorker::start("test", 8, move |jobs: Vec<u32>| {
-            seen.lock().unwrap().push(jobs.len());
-            if seen.lock().unwrap().len() == 1 {
-                started_tx.send(()).unwrap();
-                gate_rx.recv().unwrap();
-            }
-            jobs.iter().map(|j| j * 10).collect()
-        })
+        let worker = BatchWorker::start(
+            "test",
+            8,
+            move |jobs: Vec<u32>| {
+                seen.lock().unwrap().push(jobs.len());
+                if seen.lock().unwrap().len() == 1 {
+                    started_tx.send(()).unwrap();
+                    gate_rx.recv().unwrap();
+                }
+                jobs.iter().map(|j| j * 10).collect()
+            },
+            no_failure,
+        )
         .unwrap();
         worker.submit("a", 1).unwrap();
         started_rx.recv().unwrap();
@@ -225,13 +257,18 @@ mod tests {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sizes);
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        let worker = BatchWorker::start("test", 2, move |jobs: Vec<u32>| {
-            if seen.lock().unwrap().is_empty() {
-                gate_rx.recv().unwrap();
-            }
-            seen.lock().unwrap().push(jobs.len());
-            jobs
-        })
+        let worker = BatchWorker::start(
+            "test",
+            2,
+            move |jobs: Vec<u32>| {
+                if seen.lock().unwrap().is_empty() {
+                    gate_rx.recv().unwrap();
+                }
+                seen.lock().unwrap().push(jobs.len());
+                jobs
+            },
+            no_failure,
+        )
         .unwrap();
         for j in 0..5 {
             worker.submit(j, j).unwrap();
@@ -256,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_byte_announces_waiting_results_and_take_consumes_it() {
-        let worker = BatchWorker::start("test", 4, |jobs: Vec<u8>| jobs).unwrap();
+        let worker = BatchWorker::start("test", 4, |jobs: Vec<u8>| jobs, no_failure).unwrap();
         assert!(would_block(&worker));
         worker.submit((), 7).unwrap();
         until_done(&worker);
@@ -272,10 +309,15 @@ mod tests {
 
     #[test]
     fn close_finishes_the_queued_jobs_and_refuses_new_ones() {
-        let worker = BatchWorker::start("test", 1, |jobs: Vec<u32>| {
-            std::thread::sleep(Duration::from_millis(2));
-            jobs
-        })
+        let worker = BatchWorker::start(
+            "test",
+            1,
+            |jobs: Vec<u32>| {
+                std::thread::sleep(Duration::from_millis(2));
+                jobs
+            },
+            no_failure,
+        )
         .unwrap();
         for j in 0..4 {
             worker.submit(j, j).unwrap();
@@ -290,8 +332,33 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_or_short_batch_fails_its_jobs_and_the_worker_goes_on() {
+        let worker = BatchWorker::start(
+            "test",
+            1,
+            |jobs: Vec<i32>| match jobs[0] {
+                0 => panic!("bad input"),
+                1 => Vec::new(),
+                j => vec![Ok(j)],
+            },
+            Err,
+        )
+        .unwrap();
+        for j in 0..3 {
+            worker.submit(j, j).unwrap();
+        }
+        let got = wait_for(&worker, 3);
+        assert_eq!(
+            got[0],
+            (0, Err("the worker panicked: bad input".to_string()))
+        );
+        assert_eq!(got[1], (1, Err("0 results for 1 jobs".to_string())));
+        assert_eq!(got[2], (2, Ok(2)));
+    }
+
+    #[test]
     fn max_batch_zero_is_refused() {
-        let err = BatchWorker::<u8, u8, u8>::start("test", 0, |j| j)
+        let err = BatchWorker::<u8, u8, u8>::start("test", 0, |j| j, no_failure)
             .err()
             .unwrap();
         assert!(matches!(err, Error::InvalidArgument { ref field, .. } if field == "max_batch"));

@@ -108,7 +108,11 @@ impl QueryEncoder {
         }
         let run = move |jobs: Vec<Vec<f32>>| encode(jobs, &stack, hidden, heads, eps);
         let worker = py
-            .detach(|| Worker::start("memosd-queries", max_batch, run))
+            .detach(|| {
+                Worker::start("memosd-queries", max_batch, run, |why| {
+                    Err(format!("query embedding failed: {why}"))
+                })
+            })
             .map_err(PyErrWrap)?;
         Ok(QueryEncoder {
             worker,
