@@ -172,6 +172,12 @@ def test_expire_due_and_access_stats(store: Store) -> None:
     head = store.get(cube.id, never.id)
     assert (head.access_count, head.last_access_at, head.version) == (3, 7.0, 1)
     assert store.history(cube.id, never.id)[-1].access_count == 3
+    # Counts add up, the last access only moves forward, and what subscribers get is
+    # the stored head itself.
+    store.record_access({never.key: (2, 5.0)})
+    head = store.get(cube.id, never.id)
+    assert (head.access_count, head.last_access_at, head.version) == (5, 7.0, 1)
+    assert seen[-1] == head
 
 
 def test_blobs_are_content_addressed(store: Store) -> None:

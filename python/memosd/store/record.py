@@ -93,7 +93,25 @@ _MEMORY_SLOTS = tuple((name, getattr(MemoryRecord, name).__set__) for name in _M
 
 
 def unpack_memory(raw: bytes) -> MemoryRecord:
+    return memory_from_fields(_unpack(raw))
+
+
+def with_access(raw: bytes, count: int, last_at: float) -> tuple[bytes, MemoryRecord]:
+    """The stored head ``raw`` with ``count`` more accesses, the last at ``last_at`` or
+    later: its new bytes and record. Works on the decoded fields, without building
+    the record twice (an access flush rewrites thousands of heads)."""
     data = _unpack(raw)
+    try:
+        data["access_count"] += count
+        data["last_access_at"] = max(data["last_access_at"] or 0.0, last_at)
+    except (KeyError, TypeError) as exc:
+        raise CorruptDataError(f"memory record does not decode: {exc}") from exc
+    packed = msgpack.packb(data, use_bin_type=True)
+    return packed, memory_from_fields(data)
+
+
+def memory_from_fields(data: Any) -> MemoryRecord:
+    """The record of decoded stored fields (``data`` is consumed)."""
     try:
         if len(data) != len(_MEMORY_SLOTS):
             raise ValueError(f"{len(data)} fields, expected {len(_MEMORY_SLOTS)}")

@@ -43,10 +43,10 @@ from memosd.store.record import (
     CubeRecord,
     MemoryDraft,
     MemoryRecord,
-    pack_memory,
     unpack,
     unpack_cube,
     unpack_memory,
+    with_access,
 )
 from memosd.store.transaction import WriteTxn
 
@@ -303,18 +303,14 @@ class Store:
         """
 
         def body(w: WriteTxn) -> None:
+            heads = self._dbs["heads"]
             for key, (count, last_at) in hits.items():
-                raw = w.txn.get(keys.u64(key), db=self._dbs["heads"])
+                k = keys.u64(key)
+                raw = w.txn.get(k, db=heads)
                 if raw is None:
                     continue  # purged since the hit
-                head = unpack_memory(raw)
-                new = dataclasses.replace(
-                    head,
-                    access_count=head.access_count + count,
-                    last_access_at=max(head.last_access_at or 0.0, last_at),
-                )
-                w.txn.put(keys.u64(key), pack_memory(new), db=self._dbs["heads"])
-                w.changed[key] = new
+                packed, w.changed[key] = with_access(raw, count, last_at)
+                w.txn.put(k, packed, db=heads)
 
         self._write(body)
 
