@@ -362,6 +362,13 @@ def test_filter_masks_are_reused_only_while_the_table_and_clock_allow(world: Wor
     fresh = cache.get(table, [code], SearchFilter(), now + 101)
     assert list(np.flatnonzero(fresh.mask)) == slots[1:]
     assert list(fresh.keys_in_cube(code)) == [lasting.key, third.key]
+    # New access statistics of the same version keep the masks: no filter reads them.
+    assert table.refresh(dataclasses.replace(lasting, access_count=4))
+    assert cache.get(table, [code], SearchFilter(), now + 101) is fresh
+    assert table.record(lasting.key).access_count == 4  # type: ignore[union-attr]
+    newer = dataclasses.replace(lasting, version=2, state="ARCHIVED")
+    assert not table.refresh(newer)  # another version goes through put
+    assert not table.refresh(dataclasses.replace(short, key=10**9))  # not in the table
 
 
 def test_concurrent_searches_get_their_own_hits_and_errors(world: World) -> None:

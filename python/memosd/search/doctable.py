@@ -114,6 +114,20 @@ class DocTable:
             self._meta_slots.setdefault(pair, set()).add(slot)
         return slot
 
+    def refresh(self, rec: MemoryRecord) -> bool:
+        """Swap in ``rec`` if the table holds the same version of its memory: only its
+        access statistics can differ (they change without a new version), and no
+        filter reads those, so nothing is re-indexed and ``version`` stays. False if
+        the table holds no such version."""
+        slot = self._slot_of.get(rec.key)
+        if slot is None:
+            return False
+        old = self._records[slot]
+        if old is None or old.version != rec.version:
+            return False
+        self._records[slot] = rec
+        return True
+
     def remove(self, key: int) -> int | None:
         """Forget ``key``; returns the slot it had (now free) or None."""
         slot = self._slot_of.pop(key, None)

@@ -168,6 +168,8 @@ class SearchEngine:
                     old = self._table.record(rec.key)
                     if old is not None and old.version > rec.version:
                         continue  # a later head is already in
+                    if old is not None and self._table.refresh(rec):
+                        continue  # the same version: new access statistics only
                     slot = self._table.put(rec)
                     if old is None or old.content != rec.content:
                         self._lexical.upsert(slot, rec.content)
