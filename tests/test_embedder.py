@@ -234,6 +234,16 @@ def test_native_query_worker_refuses_bad_arguments(embedder: Embedder) -> None:
     with pytest.raises(InvalidArgumentError):
         worker.submit("tag", b"not text")  # type: ignore[arg-type]
     worker.close()
+    # A layer of the wrong shape is refused when the worker is made, not per query.
+    from memosd._native import QueryEncoder
+
+    encoder = embedder._queries.encoder  # type: ignore[union-attr]
+    tables = (encoder._word, encoder._position, encoder._token_type, encoder._ln_g, encoder._ln_b)
+    layers = list(encoder._int8_layers)
+    layers[1] = (layers[1][1], *layers[1][1:])  # the output product in the qkv place
+    with pytest.raises(InvalidArgumentError) as e:
+        QueryEncoder(encoder._tokenizer, tables, encoder.eps, encoder.heads, layers, 4)
+    assert e.value.field == "layers" and "qkv" in str(e.value)
 
 
 def test_float32_queries_get_the_threaded_worker() -> None:

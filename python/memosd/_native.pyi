@@ -449,7 +449,8 @@ class QueryEncoder:
     waiting (up to ``max_batch``) in one forward pass. ``fileno()`` is readable while
     results wait (for an event loop's ``add_reader``); ``take()`` returns them. Bad
     arguments raise ``InvalidArgumentError`` naming them (``heads``, ``max_batch``,
-    ``layers[i]``, a table)."""
+    ``layers[i]``, a table); a layer of the wrong shape, found by running one row
+    through the layers at construction, names ``layers``."""
 
     def __new__(
         cls,

@@ -59,7 +59,7 @@ type Worker = BatchWorker<Vec<f32>, Result<Vec<f32>, String>, Py<PyAny>>;
 pub struct QueryEncoder {
     worker: Worker,
     tokenizer: Py<WordPieceTokenizer>,
-    /// word, position, token_type, gamma, beta (kept read-only).
+    /// word, position, token_type, gamma, beta (borrowed read-only by each `submit`).
     tables: Vec<Py<PyArrayDyn<f32>>>,
     eps: f32,
 }
@@ -105,6 +105,11 @@ impl QueryEncoder {
                 down: down.clone().unbind(),
                 norms: [copy(g1)?, copy(b1)?, copy(g2)?, copy(b2)?],
             });
+        }
+        // One row through the layers: a layer of the wrong shape fails here, naming
+        // itself, rather than failing every query later.
+        if let Some(Err(why)) = encode(vec![vec![0.0; hidden]], &stack, hidden, heads, eps).pop() {
+            return Err(invalid("layers", &why));
         }
         let run = move |jobs: Vec<Vec<f32>>| encode(jobs, &stack, hidden, heads, eps);
         let worker = py
