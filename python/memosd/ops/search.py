@@ -62,10 +62,11 @@ class Search:
     ) -> Hits:
         """The hits of a search, best first; called on the event loop."""
         request = self._request(cube_ids, query, top_k, mode, flt)
+        self._engine.require_cubes(request.cube_ids)  # before any embedding
         vector = None
         if request.mode != "LEXICAL":
             vector = await self._embed(request.query)
-        return self._lookup(request, vector)
+        return self._counted(self._engine.search_embedded(request, vector))
 
     def search_blocking(
         self,
@@ -78,10 +79,7 @@ class Search:
         """The same search from a worker thread (GenerateService's retrieval); its query
         is embedded on this thread."""
         request = self._request(cube_ids, query, top_k, mode, flt)
-        vector = None
-        if request.mode != "LEXICAL":
-            vector = self._engine.embedder.encode_queries([request.query])[0]
-        return self._lookup(request, vector)
+        return self._counted(self._engine.search(request))
 
     def close(self) -> None:
         """Refuse new searches; let the queue finish what it holds, then stop it."""
@@ -104,7 +102,7 @@ class Search:
     def _request(
         self, cube_ids: Sequence[str], query: str, top_k: int, mode: str, flt: SearchFilter
     ) -> SearchQuery:
-        """The validated query, its cubes checked; refused once closed."""
+        """The validated query; refused once closed."""
         self._refuse_if_closed()
         for i, cube_id in enumerate(cube_ids):
             validate.identifier(f"cube_ids[{i}]", cube_id)
@@ -112,9 +110,7 @@ class Search:
             raise InvalidArgumentError("top_k", f"must be at most {self._limits.max_top_k}")
         if len(query.encode()) > self._limits.max_query_bytes:
             raise InvalidArgumentError("query", f"longer than {self._limits.max_query_bytes} bytes")
-        request = SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
-        self._engine.require_cubes(request.cube_ids)
-        return request
+        return SearchQuery(tuple(cube_ids), query, top_k or DEFAULT_TOP_K, mode, flt)
 
     def _refuse_if_closed(self) -> None:
         if self._closed:
@@ -163,7 +159,7 @@ class Search:
             else:
                 vector.set_result(result)
 
-    def _lookup(self, request: SearchQuery, vector: np.ndarray | None) -> Hits:
-        hits = self._engine.search_embedded(request, vector)
+    def _counted(self, hits: Hits) -> Hits:
+        """``hits``, once their accesses are recorded."""
         self._access.record((rec.key for rec, _ in hits), self._clock())
         return hits
