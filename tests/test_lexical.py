@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from memosd.search.lexical import K1, B, LexicalIndex, tokenize
+from memosd.search.lexical import LexicalIndex, tokenize
+
+# Okapi BM25's parameters as the index documents them (memosd.search.lexical).
+K1, B = 1.2, 0.75
 
 
 def test_tokenize_folds_case_drops_stop_words_and_plural_s() -> None:

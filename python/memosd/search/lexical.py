@@ -26,9 +26,6 @@ import numpy as np
 
 from memosd._native import Bm25Index
 
-K1 = 1.2  # the native index's constants, for the tests' reference
-B = 0.75
-
 _WORD = re.compile(r"\w\w+")  # one-character tokens never count
 # A short English stop list (NLTK's, minus contractions).
 _STOP_LIST = """a about above after again against all am an and any are as at be because been before
