@@ -16,39 +16,16 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyList;
 
-use crate::args::{floats, invalid, unexpected};
+use crate::args::{invalid, unexpected};
 use crate::error::PyErrWrap;
-use crate::gemm::Int8Linear;
-use crate::transformer::{embedding_arrays, embedding_tables, EmbeddingArgs, LayerArgs};
+use crate::transformer::{
+    embedding_arrays, embedding_tables, encoder_layers, EmbeddingArgs, EncoderLayer, LayerArgs,
+};
 use crate::wordpiece::WordPieceTokenizer;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<QueryEncoder>()?;
     Ok(())
-}
-
-/// One encoder layer as the worker keeps it: the products and copies of the norms.
-struct Layer {
-    qkv: Py<Int8Linear>,
-    out: Py<Int8Linear>,
-    up: Py<Int8Linear>,
-    down: Py<Int8Linear>,
-    /// ln1 gamma, ln1 beta, ln2 gamma, ln2 beta.
-    norms: [Vec<f32>; 4],
-}
-
-impl Layer {
-    fn view(&self) -> Int8Layer<'_> {
-        // `get` on a frozen class needs no GIL.
-        Int8Layer {
-            qkv: self.qkv.get().core(),
-            out: self.out.get().core(),
-            ln1: (&self.norms[0], &self.norms[1]),
-            up: self.up.get().core(),
-            down: self.down.get().core(),
-            ln2: (&self.norms[2], &self.norms[3]),
-        }
-    }
 }
 
 /// A query's token rows in; its sentence embedding (or why it failed) out.
@@ -92,20 +69,7 @@ impl QueryEncoder {
         .map(|a| a.cast::<PyArrayDyn<f32>>().map(|a| a.clone().unbind()))
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-        let mut stack = Vec::with_capacity(layers.len());
-        for (i, (qkv, out, g1, b1, up, down, g2, b2)) in layers.iter().enumerate() {
-            let field = format!("layers[{i}]");
-            let copy = |a: &Bound<'py, PyAny>| -> PyResult<Vec<f32>> {
-                Ok(floats(&field, a)?.as_slice()?.to_vec())
-            };
-            stack.push(Layer {
-                qkv: qkv.clone().unbind(),
-                out: out.clone().unbind(),
-                up: up.clone().unbind(),
-                down: down.clone().unbind(),
-                norms: [copy(g1)?, copy(b1)?, copy(g2)?, copy(b2)?],
-            });
-        }
+        let stack = encoder_layers(&layers)?;
         // One row through the layers: a layer of the wrong shape fails here, naming
         // itself, rather than failing every query later.
         if let Some(Err(why)) = encode(vec![vec![0.0; hidden]], &stack, hidden, heads, eps).pop() {
@@ -176,7 +140,7 @@ impl QueryEncoder {
 /// The sentence embeddings of a batch of queries, each given as its token rows.
 fn encode(
     jobs: Vec<Vec<f32>>,
-    layers: &[Layer],
+    layers: &[EncoderLayer],
     hidden: usize,
     heads: usize,
     eps: f32,
@@ -188,7 +152,7 @@ fn encode(
         x.extend_from_slice(rows);
         offsets.push(x.len() / hidden);
     }
-    let stack: Vec<Int8Layer<'_>> = layers.iter().map(Layer::view).collect();
+    let stack: Vec<Int8Layer<'_>> = layers.iter().map(EncoderLayer::view).collect();
     let pooled = transformer::int8_layers(x, &offsets, heads, eps, &stack)
         .and_then(|x| transformer::mean_pool(&x, &offsets, hidden));
     match pooled {

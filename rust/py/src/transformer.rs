@@ -97,6 +97,49 @@ pub(crate) type LayerArgs<'py> = (
     Bound<'py, PyAny>,
 );
 
+/// One int8 encoder layer, held without the GIL: the frozen products (whose `get`
+/// needs no GIL) and copies of the four layer norm vectors.
+pub(crate) struct EncoderLayer {
+    qkv: Py<Int8Linear>,
+    out: Py<Int8Linear>,
+    up: Py<Int8Linear>,
+    down: Py<Int8Linear>,
+    /// ln1 gamma, ln1 beta, ln2 gamma, ln2 beta.
+    norms: [Vec<f32>; 4],
+}
+
+impl EncoderLayer {
+    pub(crate) fn view(&self) -> transformer::Int8Layer<'_> {
+        transformer::Int8Layer {
+            qkv: self.qkv.get().core(),
+            out: self.out.get().core(),
+            ln1: (&self.norms[0], &self.norms[1]),
+            up: self.up.get().core(),
+            down: self.down.get().core(),
+            ln2: (&self.norms[2], &self.norms[3]),
+        }
+    }
+}
+
+/// The `layers` argument, checked (a bad norm names `layers[i]`).
+pub(crate) fn encoder_layers(layers: &[LayerArgs<'_>]) -> PyResult<Vec<EncoderLayer>> {
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, (qkv, o, g1, b1, up, down, g2, b2)) in layers.iter().enumerate() {
+        let field = format!("layers[{i}]");
+        let copy = |a: &Bound<'_, PyAny>| -> PyResult<Vec<f32>> {
+            Ok(floats(&field, a)?.as_slice()?.to_vec())
+        };
+        out.push(EncoderLayer {
+            qkv: qkv.clone().unbind(),
+            out: o.clone().unbind(),
+            up: up.clone().unbind(),
+            down: down.clone().unbind(),
+            norms: [copy(g1)?, copy(b1)?, copy(g2)?, copy(b2)?],
+        });
+    }
+    Ok(out)
+}
+
 /// Token ids to sentence embeddings with int8 products, in one call; see `_native.pyi`.
 #[pyfunction]
 fn int8_encoder<'py>(
@@ -112,38 +155,8 @@ fn int8_encoder<'py>(
     let offsets = offsets_arg(offsets)?;
     let tables = embedding_arrays(&embeddings)?;
     let tables = embedding_tables(&tables, eps)?;
-    let mut norms = Vec::with_capacity(layers.len());
-    for (i, (.., g1, b1, _, _, g2, b2)) in layers.iter().enumerate() {
-        let field = format!("layers[{i}]");
-        norms.push(
-            [&g1, &b1, &g2, &b2]
-                .map(|a| floats(&field, a))
-                .into_iter()
-                .collect::<PyResult<Vec<_>>>()?,
-        );
-    }
-    let slices = norms
-        .iter()
-        .map(|n| {
-            n.iter()
-                .map(|a| a.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let stack: Vec<transformer::Int8Layer<'_>> = layers
-        .iter()
-        .zip(&slices)
-        .map(
-            |((qkv, out, _, _, up, down, ..), n)| transformer::Int8Layer {
-                qkv: qkv.get().core(),
-                out: out.get().core(),
-                ln1: (n[0], n[1]),
-                up: up.get().core(),
-                down: down.get().core(),
-                ln2: (n[2], n[3]),
-            },
-        )
-        .collect();
+    let layers = encoder_layers(&layers)?;
+    let stack: Vec<transformer::Int8Layer<'_>> = layers.iter().map(EncoderLayer::view).collect();
     let hidden = tables.gamma.len();
     // One release of the GIL for the whole pass: a thread that hands it back between
     // the steps may wait for it each time while other threads run Python.
