@@ -376,11 +376,6 @@ class Store:
             raw = txn.get(keys.u64(key), db=self._dbs["heads"])
         return unpack_memory(raw) if raw is not None else None
 
-    def heads_by_keys(self, memory_keys: Sequence[int]) -> list[MemoryRecord | None]:
-        with self._env.read() as txn:
-            raws = [txn.get(keys.u64(key), db=self._dbs["heads"]) for key in memory_keys]
-        return [unpack_memory(raw) if raw is not None else None for raw in raws]
-
     def vectors(self, memory_keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """The keys that have a vector, and their vectors as rows, read in one transaction."""
         found, raws = [], []
