@@ -142,7 +142,7 @@ def fill_in_process(
         store.add_memories(scratch, drafts[s : s + 1000], vectors[s : s + 1000], time.time())
     store_rate = m / (time.perf_counter() - t)
     store.delete_cube(scratch)
-    store.subscribe(engine.apply)
+    engine.follow()
     t = time.perf_counter()
     for s in range(0, n, 1000):
         store.add_memories(cube, drafts[s : s + 1000], vectors[s : s + 1000], time.time())

@@ -70,7 +70,7 @@ class World:
     def _engine(self) -> SearchEngine:
         engine = SearchEngine(self.root / "index", self.store, self.embedder)  # type: ignore[arg-type]
         engine.open()
-        self.store.subscribe(engine.apply)
+        engine.follow()
         return engine
 
     def reopen(self, snapshot: bool = True) -> None:
@@ -362,13 +362,12 @@ def test_filter_masks_are_reused_only_while_the_table_and_clock_allow(world: Wor
     fresh = cache.get(table, [code], SearchFilter(), now + 101)
     assert list(np.flatnonzero(fresh.mask)) == slots[1:]
     assert list(fresh.keys_in_cube(code)) == [lasting.key, third.key]
-    # New access statistics of the same version keep the masks: no filter reads them.
-    assert table.refresh(dataclasses.replace(lasting, access_count=4))
+    # New access statistics keep the masks: no filter reads them.
+    assert table.set_access(lasting.key, 4, 9.5)
     assert cache.get(table, [code], SearchFilter(), now + 101) is fresh
-    assert table.record(lasting.key).access_count == 4  # type: ignore[union-attr]
-    newer = dataclasses.replace(lasting, version=2, state="ARCHIVED")
-    assert not table.refresh(newer)  # another version goes through put
-    assert not table.refresh(dataclasses.replace(short, key=10**9))  # not in the table
+    held = table.record(lasting.key)
+    assert held == dataclasses.replace(lasting, access_count=4, last_access_at=9.5)
+    assert not table.set_access(10**9, 1, 1.0)  # not in the table
 
 
 def test_concurrent_searches_get_their_own_hits_and_errors(world: World) -> None:

@@ -165,19 +165,33 @@ def test_expire_due_and_access_stats(store: Store) -> None:
     assert store.get(cube.id, soon.id).state == "EXPIRED"
     assert store.get(cube.id, soon.id).change_kind == "EXPIRE"
     assert store.expire_due(now=15.0, limit=100) == []  # once only
-    seen: list[MemoryRecord] = []
-    store.subscribe(lambda heads, removed: seen.extend(heads))
+    heads_seen: list[MemoryRecord] = []
+    totals_seen: list[dict[int, tuple[int, float | None]]] = []
+    store.subscribe(lambda heads, removed: heads_seen.extend(heads))
+    store.subscribe_access(lambda totals: totals_seen.append(dict(totals)))
     store.record_access({never.key: (3, 7.0), soon.key: (1, 8.0)})
-    assert {(r.id, r.access_count) for r in seen} == {(never.id, 3), (soon.id, 1)}
+    # No head is rewritten: access subscribers get the new totals.
+    assert heads_seen == []
+    assert totals_seen == [{never.key: (3, 7.0), soon.key: (1, 8.0)}]
     head = store.get(cube.id, never.id)
     assert (head.access_count, head.last_access_at, head.version) == (3, 7.0, 1)
-    assert store.history(cube.id, never.id)[-1].access_count == 3
-    # Counts add up, the last access only moves forward, and what subscribers get is
-    # the stored head itself.
+    # The statistics belong to the memory: every version of it reads them.
+    assert [v.access_count for v in store.history(cube.id, soon.id)] == [1, 1]
+    assert store.get(cube.id, soon.id, version=1).last_access_at == 8.0
+    # Counts add up and the last access only moves forward.
     store.record_access({never.key: (2, 5.0)})
     head = store.get(cube.id, never.id)
     assert (head.access_count, head.last_access_at, head.version) == (5, 7.0, 1)
-    assert seen[-1] == head
+    assert totals_seen[-1] == {never.key: (5, 7.0)}
+    # A new version keeps them; a purged memory takes them along.
+    updated = store.commit_version(
+        cube.id, never.id, lambda h, _read: dataclasses.replace(h, content="always"), now=1.0
+    )
+    assert (updated.access_count, updated.last_access_at) == (5, 7.0)
+    store.purge(cube.id, soon.id)
+    flushes = len(totals_seen)
+    store.record_access({soon.key: (1, 9.0)})  # hit before the purge, flushed after
+    assert len(totals_seen) == flushes  # nothing to tell
 
 
 def test_blobs_are_content_addressed(store: Store) -> None:
@@ -210,3 +224,58 @@ def test_data_dir_is_locked_and_reopens(tmp_path: Path) -> None:
     store.close()
     with Store(path) as again:
         assert again.get_cube(cube.id) == cube
+
+
+def test_schema_1_store_is_upgraded_with_its_access_statistics(tmp_path: Path) -> None:
+    import lmdb
+    from memosd.store import SCHEMA_VERSION
+    from memosd.store.record import pack, unpack
+
+    path = tmp_path / "store"
+    with Store(path, map_size=1 << 20) as s:
+        cube = s.create_cube("old", now=1.0)
+        used, fresh = s.add_memories(
+            cube.id, [MemoryDraft("used"), MemoryDraft("fresh")], None, 2.0
+        )
+        s.commit_version(cube.id, used.id, edit("used, edited"), now=3.0)
+    # Rewrite it as schema 1 wrote it: access statistics inside every stored version.
+    env = lmdb.open(str(path), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:
+        for name in ("heads", "versions"):
+            db = env.open_db(name.encode(), txn=txn)
+            for raw_key, raw in list(txn.cursor(db=db)):
+                fields = unpack(raw)
+                hits = (4, 40.0) if fields["id"] == used.id else (0, None)
+                fields["access_count"], fields["last_access_at"] = hits
+                txn.put(raw_key, pack(fields), db=db)
+        txn.put(b"schema_version", (1).to_bytes(8, "big"), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with Store(path, map_size=1 << 20) as s:
+        assert [v.access_count for v in s.history(cube.id, used.id)] == [4, 4]
+        assert s.get(cube.id, fresh.id).access_count == 0
+        s.record_access({used.key: (1, 50.0), fresh.key: (2, 45.0)})
+        assert (s.get(cube.id, used.id).access_count, s.get(cube.id, used.id).last_access_at) == (
+            5,
+            50.0,
+        )
+        assert s.get(cube.id, fresh.id).access_count == 2
+    with Store(path, map_size=1 << 20) as s:  # upgraded once: the counts stay
+        assert s.get(cube.id, used.id).access_count == 5
+    env = lmdb.open(str(path), max_dbs=16, subdir=True)
+    with env.begin() as txn:
+        raw = txn.get(b"schema_version", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    assert int.from_bytes(raw, "big") == SCHEMA_VERSION
+
+
+def test_unknown_schema_is_refused(tmp_path: Path) -> None:
+    import lmdb
+
+    path = tmp_path / "store"
+    Store(path, map_size=1 << 20).close()
+    env = lmdb.open(str(path), max_dbs=16, subdir=True)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema_version", (99).to_bytes(8, "big"), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(FailedPreconditionError, match="schema version 99"):
+        Store(path, map_size=1 << 20)

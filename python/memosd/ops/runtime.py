@@ -39,7 +39,7 @@ class Runtime:
             self.store.close()
             raise
         # After open(): the engine has caught up; from here every commit reaches it in order.
-        self.store.subscribe(self.engine.apply)
+        self.engine.follow()
         self.access = AccessTracker(self.store)
         self.cubes = Cubes(self.store, self.engine)
         self.memories = Memories(self.store, self.embedder, config.limits)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from memosd.store import with_access
+
 if TYPE_CHECKING:
     from memosd.store import MemoryRecord
 
@@ -114,18 +116,14 @@ class DocTable:
             self._meta_slots.setdefault(pair, set()).add(slot)
         return slot
 
-    def refresh(self, rec: MemoryRecord) -> bool:
-        """Swap in ``rec`` if the table holds the same version of its memory: only its
-        access statistics can differ (they change without a new version), and no
-        filter reads those, so nothing is re-indexed and ``version`` stays. False if
-        the table holds no such version."""
-        slot = self._slot_of.get(rec.key)
-        if slot is None:
+    def set_access(self, key: int, count: int, last_at: float | None) -> bool:
+        """New access statistics for the head of ``key`` (no filter reads them: nothing
+        is re-indexed and ``version`` stays). False if the table does not hold it."""
+        slot = self._slot_of.get(key)
+        rec = None if slot is None else self._records[slot]
+        if slot is None or rec is None:
             return False
-        old = self._records[slot]
-        if old is None or old.version != rec.version:
-            return False
-        self._records[slot] = rec
+        self._records[slot] = with_access(rec, count, last_at)
         return True
 
     def remove(self, key: int) -> int | None:

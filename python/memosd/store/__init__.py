@@ -11,6 +11,7 @@ from memosd.store.record import (
     LineageRef,
     MemoryDraft,
     MemoryRecord,
+    with_access,
 )
 from memosd.store.store import SCHEMA_VERSION, Store, StoreStats
 
@@ -25,4 +26,5 @@ __all__ = [
     "MemoryRecord",
     "Store",
     "StoreStats",
+    "with_access",
 ]

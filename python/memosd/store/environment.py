@@ -43,6 +43,7 @@ SUB_DATABASES = (
     "blobs",
     "audit",
     "expiry",
+    "access",
 )
 # Grow when the map is this full, before a write can fail.
 GROW_AT = 0.8

@@ -76,11 +76,15 @@ class MemoryRecord:
 
 
 _MEMORY_FIELDS = tuple(f.name for f in fields(MemoryRecord))
+# Access statistics belong to the memory, not to a version: the store keeps them in
+# their own table (updated in place by each flush) and fills them in on every read.
+_ACCESS_FIELDS = ("access_count", "last_access_at")
+_STORED_FIELDS = tuple(name for name in _MEMORY_FIELDS if name not in _ACCESS_FIELDS)
 
 
 def pack_memory(record: MemoryRecord) -> bytes:
     # Field by field rather than dataclasses.asdict, which deep-copies (ingest hot path).
-    data = {name: getattr(record, name) for name in _MEMORY_FIELDS}
+    data = {name: getattr(record, name) for name in _STORED_FIELDS}
     data["tags"] = list(record.tags)
     data["lineage"] = [[ref.memory_id, ref.version] for ref in record.lineage]
     return msgpack.packb(data, use_bin_type=True)
@@ -89,40 +93,62 @@ def pack_memory(record: MemoryRecord) -> bytes:
 # MemoryRecord's slots, set directly: its generated __init__ goes through the frozen
 # class's object.__setattr__ for each of 18 fields, which was two thirds of the cost
 # of decoding a head, and search decodes one per hit.
-_MEMORY_SLOTS = tuple((name, getattr(MemoryRecord, name).__set__) for name in _MEMORY_FIELDS)
+_SLOT = {name: getattr(MemoryRecord, name) for name in _MEMORY_FIELDS}
+_STORED_SLOTS = tuple((name, _SLOT[name].__set__) for name in _STORED_FIELDS)
+_COPIED_SLOTS = tuple((_SLOT[name].__get__, _SLOT[name].__set__) for name in _STORED_FIELDS)
+_SET_COUNT = _SLOT["access_count"].__set__
+_SET_LAST = _SLOT["last_access_at"].__set__
 
 
-def unpack_memory(raw: bytes) -> MemoryRecord:
-    return memory_from_fields(_unpack(raw))
+def pack_access(count: int, last_at: float | None) -> bytes:
+    return msgpack.packb((count, last_at))
 
 
-def with_access(raw: bytes, count: int, last_at: float) -> tuple[bytes, MemoryRecord]:
-    """The stored head ``raw`` with ``count`` more accesses, the last at ``last_at`` or
-    later: its new bytes and record. Works on the decoded fields, without building
-    the record twice (an access flush rewrites thousands of heads)."""
-    data = _unpack(raw)
+def unpack_access(raw: bytes | None) -> tuple[int, float | None]:
+    """A memory's access statistics from their stored form (None: never accessed)."""
+    if raw is None:
+        return 0, None
     try:
-        data["access_count"] += count
-        data["last_access_at"] = max(data["last_access_at"] or 0.0, last_at)
-    except (KeyError, TypeError) as exc:
-        raise CorruptDataError(f"memory record does not decode: {exc}") from exc
-    packed = msgpack.packb(data, use_bin_type=True)
-    return packed, memory_from_fields(data)
+        count, last_at = _unpack(raw)
+    except (TypeError, ValueError) as exc:
+        raise CorruptDataError(f"access statistics do not decode: {exc}") from exc
+    return count, last_at
 
 
-def memory_from_fields(data: Any) -> MemoryRecord:
-    """The record of decoded stored fields (``data`` is consumed)."""
+def unpack_memory(raw: bytes, access: bytes | None = None) -> MemoryRecord:
+    """A stored version with the memory's stored access statistics ``access``."""
+    return _memory_from_fields(_unpack(raw), *unpack_access(access))
+
+
+def _memory_from_fields(data: Any, access_count: int, last_access_at: float | None) -> MemoryRecord:
+    """The record of decoded stored fields (``data`` is consumed). Records written by
+    schema 1 still hold access fields of their own; the access table supersedes them."""
     try:
-        if len(data) != len(_MEMORY_SLOTS):
-            raise ValueError(f"{len(data)} fields, expected {len(_MEMORY_SLOTS)}")
+        data.pop("access_count", None)
+        data.pop("last_access_at", None)
+        if len(data) != len(_STORED_SLOTS):
+            raise ValueError(f"{len(data)} fields, expected {len(_STORED_SLOTS)}")
         data["tags"] = tuple(data["tags"])
         data["lineage"] = tuple(LineageRef(mid, ver) for mid, ver in data["lineage"])
         record = object.__new__(MemoryRecord)
-        for name, set_slot in _MEMORY_SLOTS:
+        for name, set_slot in _STORED_SLOTS:
             set_slot(record, data[name])
-        return record
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptDataError(f"memory record does not decode: {exc}") from exc
+    _SET_COUNT(record, access_count)
+    _SET_LAST(record, last_access_at)
+    return record
+
+
+def with_access(record: MemoryRecord, count: int, last_at: float | None) -> MemoryRecord:
+    """``record`` with other access statistics, copied slot by slot (an access flush
+    hands the search index thousands of these)."""
+    copy = object.__new__(MemoryRecord)
+    for get_slot, set_slot in _COPIED_SLOTS:
+        set_slot(copy, get_slot(record))
+    _SET_COUNT(copy, count)
+    _SET_LAST(copy, last_at)
+    return copy
 
 
 def pack_cube(record: CubeRecord) -> bytes:

@@ -8,11 +8,14 @@ Sub-databases (keys big-endian, values msgpack unless noted):
   ``members`` ((cube, key) -> b''), ``versions`` ((cube, key, version) -> snapshot);
 - ``vectors`` (memory key -> raw little-endian float32 embedding, the source the
   search index is rebuilt from); ``blobs`` (sha256 -> raw bytes);
-- ``audit`` ((seq, n) -> entry), append-only; ``expiry`` ((ms, key) -> b'').
+- ``audit`` ((seq, n) -> entry), append-only; ``expiry`` ((ms, key) -> b'');
+- ``access`` (memory key -> [access count, last access]): statistics of the memory
+  rather than of a version, so a flush of them rewrites no head; every read of a
+  memory (any version) carries them.
 
 Every method that writes is one LMDB transaction. After a commit, subscribers
 get the changed heads and the purged keys, in commit order (the write lock is
-held while they run).
+held while they run); access subscribers get the new statistics of each flush.
 """
 
 from __future__ import annotations
@@ -43,22 +46,25 @@ from memosd.store.record import (
     CubeRecord,
     MemoryDraft,
     MemoryRecord,
+    pack_access,
     unpack,
+    unpack_access,
     unpack_cube,
-    unpack_memory,
-    with_access,
 )
-from memosd.store.transaction import WriteTxn
+from memosd.store.transaction import WriteTxn, load_head, load_memory
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# 2: access statistics moved from the heads to the ``access`` table.
+SCHEMA_VERSION = 2
 # Rows read per read transaction by the scanning iterators, so that no read
 # transaction stays open while a caller works on the rows.
 SCAN_CHUNK = 1024
 
 T = TypeVar("T")
 Listener = Callable[[Sequence[MemoryRecord], Sequence[int]], None]
+# Gets {memory key: (access count, last access)}, the new totals of one flush.
+AccessListener = Callable[[Mapping[int, tuple[int, float | None]]], None]
 # Makes the next version of a memory from its head; the second argument reads
 # an older version inside the same transaction.
 Change = Callable[[MemoryRecord, Callable[[int], MemoryRecord]], MemoryRecord]
@@ -80,6 +86,7 @@ class Store:
         self._env = Environment(path, map_size)
         self._dbs = self._env.dbs
         self._listeners: list[Listener] = []
+        self._access_listeners: list[AccessListener] = []
         self._check_schema()
 
     def close(self) -> None:
@@ -94,6 +101,10 @@ class Store:
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(changed_heads, purged_keys)`` after every committed change."""
         self._listeners.append(listener)
+
+    def subscribe_access(self, listener: AccessListener) -> None:
+        """Call ``listener(new_totals)`` after every committed ``record_access``."""
+        self._access_listeners.append(listener)
 
     # meta -------------------------------------------------------------------
     @property
@@ -156,9 +167,7 @@ class Store:
                         break
                     member_keys.append(keys.member_key(raw_key))
             for key in member_keys:
-                w.purge(
-                    unpack_memory(_present(w.txn.get(keys.u64(key), db=self._dbs["heads"]), key))
-                )
+                w.purge(_present(load_head(w.txn, self._dbs, key), key))
             w.txn.delete(keys.text(cube_id), db=self._dbs["cubes"])
             w.txn.delete(keys.text(cube.name), db=self._dbs["cube_names"])
             w.audit("DELETE_CUBE", cube_id, None, None, None)
@@ -281,7 +290,7 @@ class Store:
                 due.append(keys.member_key(raw_key))
             expired = []
             for key in due:
-                head = unpack_memory(_present(w.txn.get(keys.u64(key), db=self._dbs["heads"]), key))
+                head = _present(load_head(w.txn, self._dbs, key), key)
                 new = dataclasses.replace(
                     head,
                     version=head.version + 1,
@@ -296,21 +305,22 @@ class Store:
         return self._write(body)
 
     def record_access(self, hits: Mapping[int, tuple[int, float]]) -> None:
-        """Add access counts and last-access times {key: (count, last_at)} to heads.
+        """Add access counts and last-access times {key: (count, last_at)} to memories.
 
-        Behavioural metadata: the heads change in place, without a new version
-        (subscribers still get them, so that what they hold stays current).
+        Behavioural metadata: no new version, no head rewritten; access subscribers
+        get the new totals so that what they hold stays current.
         """
 
         def body(w: WriteTxn) -> None:
-            heads = self._dbs["heads"]
+            heads, access = self._dbs["heads"], self._dbs["access"]
             for key, (count, last_at) in hits.items():
                 k = keys.u64(key)
-                raw = w.txn.get(k, db=heads)
-                if raw is None:
+                if w.txn.get(k, db=heads) is None:
                     continue  # purged since the hit
-                packed, w.changed[key] = with_access(raw, count, last_at)
-                w.txn.put(k, packed, db=heads)
+                old_count, old_last = unpack_access(w.txn.get(k, db=access))
+                total = (old_count + count, max(old_last or 0.0, last_at))
+                w.txn.put(k, pack_access(*total), db=access)
+                w.accessed[key] = total
 
         self._write(body)
 
@@ -321,9 +331,9 @@ class Store:
             if version is None or version == head.version:
                 return head
             raw = txn.get(keys.version(cube_id, head.key, version), db=self._dbs["versions"])
-        if raw is None:
-            raise NotFoundError(f"memory {memory_id} has no version {version}")
-        return unpack_memory(raw)
+            if raw is None:
+                raise NotFoundError(f"memory {memory_id} has no version {version}")
+            return load_memory(txn, self._dbs, head.key, raw)
 
     def history(self, cube_id: str, memory_id: str) -> list[MemoryRecord]:
         """Every version, oldest first; the last one is the head."""
@@ -336,9 +346,8 @@ class Store:
                 for raw_key, raw in cursor:
                     if not raw_key.startswith(prefix):
                         break
-                    versions.append(unpack_memory(raw))
-        # The head carries behavioural metadata (access stats) newer than its snapshot.
-        return [*versions[:-1], head]
+                    versions.append(load_memory(txn, self._dbs, head.key, raw))
+        return versions
 
     def list_page(
         self,
@@ -349,7 +358,6 @@ class Store:
     ) -> tuple[list[MemoryRecord], int | None]:
         """Up to ``limit`` accepted heads of a cube after ``after_key``, in key order,
         and the key to continue after (None when the cube has no more)."""
-        heads_db = self._dbs["heads"]
         page: list[MemoryRecord] = []
         with self._env.read() as txn:
             if txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is None:
@@ -365,7 +373,7 @@ class Store:
                 if len(page) == limit:
                     return page, last
                 key = keys.member_key(raw_key)
-                record = unpack_memory(_present(txn.get(keys.u64(key), db=heads_db), key))
+                record = _present(load_head(txn, self._dbs, key), key)
                 last = key
                 if accept(record):
                     page.append(record)
@@ -373,8 +381,7 @@ class Store:
 
     def head_by_key(self, key: int) -> MemoryRecord | None:
         with self._env.read() as txn:
-            raw = txn.get(keys.u64(key), db=self._dbs["heads"])
-        return unpack_memory(raw) if raw is not None else None
+            return load_head(txn, self._dbs, key)
 
     def vectors(self, memory_keys: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """The keys that have a vector, and their vectors as rows, read in one transaction."""
@@ -462,17 +469,23 @@ class Store:
             if w.changed or w.removed:
                 changed, removed = list(w.changed.values()), list(w.removed)
                 for listener in self._listeners:
-                    try:
-                        listener(changed, removed)
-                    except Exception:
-                        # The write is durable; the index catches up from the store at start.
-                        log.exception("store listener failed after commit seq %d", w.seq)
+                    self._notify(w.seq, listener, changed, removed)
+            if w.accessed:
+                for access_listener in self._access_listeners:
+                    self._notify(w.seq, access_listener, w.accessed)
             return result
+
+    @staticmethod
+    def _notify(seq: int, listener: Callable[..., None], *args: object) -> None:
+        try:
+            listener(*args)
+        except Exception:
+            # The write is durable; the index catches up from the store at start.
+            log.exception("store listener failed after commit seq %d", seq)
 
     def _head(self, txn: lmdb.Transaction[bytes], cube_id: str, memory_id: str) -> MemoryRecord:
         raw_key = txn.get(keys.text(memory_id), db=self._dbs["ids"])
-        raw = txn.get(raw_key, db=self._dbs["heads"]) if raw_key else None
-        record = unpack_memory(raw) if raw is not None else None
+        record = load_head(txn, self._dbs, keys.read_u64(raw_key)) if raw_key else None
         if record is None or record.cube_id != cube_id:
             if txn.get(keys.text(cube_id), db=self._dbs["cubes"]) is None:
                 raise NotFoundError(f"cube {cube_id} not found")
@@ -484,8 +497,8 @@ class Store:
             cursor = txn.cursor(db=self._dbs["heads"])
             chunk: list[MemoryRecord] = []
             if cursor.set_range(keys.u64(after + 1)):
-                for _, raw in cursor:
-                    chunk.append(unpack_memory(raw))
+                for raw_key, raw in cursor:
+                    chunk.append(load_memory(txn, self._dbs, keys.read_u64(raw_key), raw))
                     if len(chunk) == SCAN_CHUNK:
                         break
         return chunk
@@ -493,26 +506,52 @@ class Store:
     def _check_schema(self) -> None:
         with self._env.read() as txn:
             raw = txn.get(b"schema_version", db=self._dbs["meta"])
+        found = SCHEMA_VERSION if raw is None else keys.read_u64(raw)
+        if found == 1:
+            self._migrate_access_to_table()
+        elif found != SCHEMA_VERSION:
+            raise FailedPreconditionError(
+                f"store at {self.path} has schema version {found}; this memosd reads "
+                f"1 and {SCHEMA_VERSION}"
+            )
         if raw is None:
             self._env.write(
                 lambda txn: txn.put(
                     b"schema_version", keys.u64(SCHEMA_VERSION), db=self._dbs["meta"]
                 )
             )
-            return
-        found = keys.read_u64(raw)
-        if found != SCHEMA_VERSION:
-            raise FailedPreconditionError(
-                f"store at {self.path} has schema version {found}; this memosd reads "
-                f"{SCHEMA_VERSION}"
-            )
+
+    def _migrate_access_to_table(self) -> None:
+        """Schema 1 -> 2, in one transaction: copy each head's access statistics into
+        the access table (the heads' own copies are ignored from then on)."""
+
+        def run(txn: lmdb.Transaction[bytes]) -> int:
+            moved = 0
+            for raw_key, raw in txn.cursor(db=self._dbs["heads"]):
+                fields = unpack(raw)
+                if not isinstance(fields, dict):
+                    raise CorruptDataError(f"memory key {keys.read_u64(raw_key)}: not a record")
+                count, last_at = fields.get("access_count", 0), fields.get("last_access_at")
+                if count or last_at is not None:
+                    txn.put(raw_key, pack_access(count, last_at), db=self._dbs["access"])
+                    moved += 1
+            txn.put(b"schema_version", keys.u64(SCHEMA_VERSION), db=self._dbs["meta"])
+            return moved
+
+        moved = self._env.write(run)
+        log.info(
+            "store at %s upgraded to schema %d (%d access records)",
+            self.path,
+            SCHEMA_VERSION,
+            moved,
+        )
 
 
-def _present(raw: bytes | None, key: int) -> bytes:
+def _present(head: MemoryRecord | None, key: int) -> MemoryRecord:
     """The head an index entry points at; its absence means the store is inconsistent."""
-    if raw is None:
+    if head is None:
         raise CorruptDataError(f"memory key {key} is indexed but has no head")
-    return raw
+    return head
 
 
 def new_id() -> str:

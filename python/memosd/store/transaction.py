@@ -29,12 +29,26 @@ from memosd.store.record import (
 EXPIRABLE = frozenset({"ACTIVE", "ARCHIVED"})
 
 
+def load_memory(
+    txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: int, raw: bytes
+) -> MemoryRecord:
+    """The stored version ``raw`` of memory ``key`` with the memory's access statistics."""
+    return unpack_memory(raw, txn.get(keys.u64(key), db=dbs["access"]))
+
+
+def load_head(txn: lmdb.Transaction[bytes], dbs: dict[str, Any], key: int) -> MemoryRecord | None:
+    raw = txn.get(keys.u64(key), db=dbs["heads"])
+    return None if raw is None else load_memory(txn, dbs, key, raw)
+
+
 class WriteTxn:
     def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[str, Any]) -> None:
         self.txn = txn
         self.dbs = dbs
         self.seq = self.read_counter(b"seq") + 1
         self.changed: dict[int, MemoryRecord] = {}
+        # New access statistics {key: (count, last access)}, for access subscribers.
+        self.accessed: dict[int, tuple[int, float | None]] = {}
         self.removed: list[int] = []
         self._audit_index = 0
         self.txn.put(b"seq", keys.u64(self.seq), db=dbs["meta"])
@@ -63,8 +77,7 @@ class WriteTxn:
     # memories -------------------------------------------------------------
     def head(self, cube_id: str, memory_id: str) -> MemoryRecord:
         raw_key = self.txn.get(keys.text(memory_id), db=self.dbs["ids"])
-        raw = self.txn.get(raw_key, db=self.dbs["heads"]) if raw_key else None
-        record = unpack_memory(raw) if raw else None
+        record = load_head(self.txn, self.dbs, keys.read_u64(raw_key)) if raw_key else None
         if record is None or record.cube_id != cube_id:
             raise NotFoundError(f"memory {memory_id} not found in cube {cube_id}")
         return record
@@ -75,7 +88,7 @@ class WriteTxn:
         raw = self.txn.get(keys.version(head.cube_id, head.key, number), db=self.dbs["versions"])
         if raw is None:
             raise NotFoundError(f"memory {head.id} has no version {number}")
-        return unpack_memory(raw)
+        return load_memory(self.txn, self.dbs, head.key, raw)
 
     def put_memory(
         self, old: MemoryRecord | None, new: MemoryRecord, vector: np.ndarray | None
@@ -108,6 +121,7 @@ class WriteTxn:
             self.txn.delete(keys.expiry(head.expires_at, head.key), db=dbs["expiry"])
         self.txn.delete(keys.u64(head.key), db=dbs["heads"])
         self.txn.delete(keys.u64(head.key), db=dbs["vectors"])
+        self.txn.delete(keys.u64(head.key), db=dbs["access"])
         self.txn.delete(keys.text(head.id), db=dbs["ids"])
         self.txn.delete(keys.member(head.cube_id, head.key), db=dbs["members"])
         prefix = keys.version_prefix(head.cube_id, head.key)
