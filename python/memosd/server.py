@@ -9,6 +9,7 @@ stats are flushed, the index snapshot is written and the store is closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable
@@ -42,6 +43,10 @@ async def serve(config: Config) -> None:
         if config.embedder.preload:
             await loop.run_in_executor(executor, runtime.embedder.load)
         await server.start()
+        # What start-up loaded (the heads of every memory, the model) lives as long as
+        # the daemon: out of the cyclic collector's reach, a full collection no longer
+        # walks it (74 ms at 100k memories, stalling every call in flight).
+        gc.freeze()
         host = config.listen.rsplit(":", 1)[0]
         log.info("memosd ready on %s:%d (data dir %s)", host, port, config.data_dir)
         jobs = _start_jobs(runtime, config, executor)
