@@ -14,7 +14,9 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
 3. Search latency over gRPC (HYBRID, the default mode, top_k 10) at each size
    with 1 and 8 concurrent clients, every call timed end to end at the client:
    query embedding, filter, both indexes, fusion, head reads, gRPC both ways.
-   Then LEXICAL with 8 clients: the same path without the query embedding.
+   Then LEXICAL with 8 clients: the same path without the query embedding; and
+   HYBRID with 8 clients calling the generated stub directly ("8 stub"), without
+   ``memosd.client.Client`` turning each hit into a ``Memory`` value.
    Each run also reports the CPU time per query of the daemon (from psutil) and of
    this process (the clients), which is what bounds throughput on a small machine.
    The 100k vectors are real embeddings of the LoCoMo turns, each repeated with
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -153,13 +156,26 @@ def fill_in_process(
 
 
 def latency(
-    daemon: Daemon, cube: str, queries: list[str], clients: int, mode: str = "HYBRID"
+    daemon: Daemon,
+    cube: str,
+    queries: list[str],
+    clients: int,
+    mode: str = "HYBRID",
+    stub: bool = False,
 ) -> dict[str, float]:
     """Percentiles of the calls, queries/s, and the daemon's and this process's CPU
-    milliseconds per query (the clients run in this process)."""
+    milliseconds per query (the clients run in this process). Each client calls
+    through ``memosd.client.Client``, or with ``stub`` through the generated stub
+    alone (the hits stay protobuf messages): the daemon's side without the Python
+    client's conversion of every hit."""
+    import contextlib
     import resource
 
+    import grpc
     from memosd.client import Client
+    from memosd.v1 import memory_service_pb2 as pb
+    from memosd.v1 import memory_service_pb2_grpc as pb_grpc
+    from memosd.v1 import types_pb2
 
     def own_cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -168,16 +184,31 @@ def latency(
     lat: list[float] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
+    mode_value = types_pb2.SearchMode.Value(f"SEARCH_MODE_{mode}")
+
+    def connect(stack: contextlib.ExitStack) -> Callable[[str], int]:
+        """A search call of one client: the number of hits of a query."""
+        if stub:
+            channel = stack.enter_context(grpc.insecure_channel(daemon.address))
+            call = pb_grpc.MemoryServiceStub(channel).SearchMemories
+            return lambda q: len(
+                call(
+                    pb.SearchMemoriesRequest(cube_ids=[cube], query=q, top_k=10, mode=mode_value)
+                ).hits
+            )
+        client = stack.enter_context(Client(daemon.address))
+        return lambda q: len(client.search([cube], q, top_k=10, mode=mode))
 
     def worker(mine: list[str]) -> None:
         try:
-            with Client(daemon.address) as client:
-                client.search([cube], "warm up the channel", top_k=10)
+            with contextlib.ExitStack() as stack:
+                search = connect(stack)
+                search("warm up the channel")
                 for q in mine:
                     t = time.perf_counter()
-                    hits = client.search([cube], q, top_k=10, mode=mode)
+                    found = search(q)
                     dt = time.perf_counter() - t
-                    assert hits, q
+                    assert found, q
                     with lock:
                         lat.append(dt)
         except BaseException as e:
@@ -270,6 +301,10 @@ def main() -> None:
                     daemon, cube, questions[: args.queries], 8, mode="LEXICAL"
                 )
                 rows.append((size, "8 LEXICAL", r))
+                # The 8 clients' HYBRID calls again through the bare generated stub: what
+                # the Python client's conversion of the hits adds on the clients' side.
+                entry["stub_clients_8"] = r = latency(daemon, cube, qs, 8, stub=True)
+                rows.append((size, "8 stub", r))
                 entry["daemon_rss_mb"] = daemon.rss_bytes() / 2**20
         if not args.no_floor:
             entry["floor"] = floor(embedder, vectors, questions[-args.queries :])
