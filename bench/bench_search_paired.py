@@ -10,9 +10,11 @@ The baseline is another checkout of memosd with its native module built into its
 --release`` there and unzip the wheel's ``memosd/_native*.so`` into it); its daemon runs
 with that ``python/`` first on ``PYTHONPATH``. The data directory is filled once, as
 bench_daemon.py fills it (LoCoMo turns, one cube, real query embeddings), or reused with
-``--data``. Each round starts the baseline's daemon, then this checkout's, and times
-``--queries`` HYBRID searches (top_k 10) from 8 client threads of this process against
-each. Prints every round and the medians, with this checkout's ratios to the baseline.
+``--data``; each build runs on its own copy of it, made for the run (a build may
+upgrade the store's schema, which the other could then not read). Each round starts
+the baseline's daemon, then this checkout's, and times ``--queries`` HYBRID searches
+(top_k 10) from 8 client threads of this process against each. Prints every round and
+the medians, with this checkout's ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -77,15 +80,16 @@ def main() -> None:
         "this": {"PYTHONPATH": str(ROOT / "python")},
     }
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in builds}
-    print(f"{args.size:,} memories, {CLIENTS} clients, HYBRID, {args.queries} queries per run")
-    print(f"{'round':>5} {'build':>9} " + " ".join(f"{f:>13}" for f in FIELDS))
-    for round_ in range(1, args.rounds + 1):
-        for name, env in builds.items():
-            with Daemon(data, env=env) as daemon:
-                latency(daemon, cube, questions[:200], CLIENTS)  # warm up
-                r = latency(daemon, cube, queries, CLIENTS)
-            runs[name].append(r)
-            print(f"{round_:>5} {name:>9} " + " ".join(f"{r[f]:>13.2f}" for f in FIELDS))
+    copies = {name: data.with_name(f"{data.name}.{name}") for name in builds}
+    print(f"{args.size:,} memories in one cube")
+    try:
+        for copy in copies.values():
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(data, copy)
+        compare(builds, copies, cube, questions, queries, args.rounds, runs)
+    finally:
+        for copy in copies.values():
+            shutil.rmtree(copy, ignore_errors=True)
     medians = {
         name: {f: statistics.median(r[f] for r in rs) for f in FIELDS} for name, rs in runs.items()
     }
@@ -97,6 +101,27 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"runs": runs, "medians": medians, "ratios": ratios}, indent=2))
     print(f"wrote {args.out}")
+
+
+def compare(
+    builds: dict[str, dict[str, str]],
+    copies: dict[str, Path],
+    cube: str,
+    questions: list[str],
+    queries: list[str],
+    rounds: int,
+    runs: dict[str, list[dict[str, float]]],
+) -> None:
+    """Alternating runs of the builds, each on its own data directory, into ``runs``."""
+    print(f"{len(queries)} HYBRID queries per run, {CLIENTS} clients")
+    print(f"{'round':>5} {'build':>9} " + " ".join(f"{f:>13}" for f in FIELDS))
+    for round_ in range(1, rounds + 1):
+        for name, env in builds.items():
+            with Daemon(copies[name], env=env) as daemon:
+                latency(daemon, cube, questions[:200], CLIENTS)  # warm up
+                r = latency(daemon, cube, queries, CLIENTS)
+            runs[name].append(r)
+            print(f"{round_:>5} {name:>9} " + " ".join(f"{r[f]:>13.2f}" for f in FIELDS))
 
 
 if __name__ == "__main__":
