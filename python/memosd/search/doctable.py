@@ -120,8 +120,7 @@ class DocTable:
         """New access statistics for the head of ``key`` (no filter reads them: nothing
         is re-indexed and ``version`` stays). False if the table does not hold it."""
         slot = self._slot_of.get(key)
-        rec = None if slot is None else self._records[slot]
-        if slot is None or rec is None:
+        if slot is None or (rec := self._records[slot]) is None:
             return False
         self._records[slot] = with_access(rec, count, last_at)
         return True

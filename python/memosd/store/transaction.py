@@ -3,6 +3,9 @@
 Every write transaction takes the next sequence number; each memory whose head
 it changes gets an audit entry under that number, which is what
 ``Store.changes_since`` replays to bring a search index up to date.
+
+``load_memory`` / ``load_head`` read a stored version back with its memory's access
+statistics, for writes and reads alike.
 """
 
 from __future__ import annotations
