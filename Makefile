@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/python -m mypy.stubtest memosd._native
 
 test-rust:
-	cargo test --release -p memosd-core
+	cargo test --release -p memosd-core -p memosd-loadgen
 
 test-python: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
