@@ -10,9 +10,10 @@ evidence: recall@k = |evidence in the top k| / |evidence|, averaged.
 
 Modes VECTOR, LEXICAL and HYBRID are the daemon's (gRPC). Beside them, in the
 same run: an exact NumPy cosine search over the same embeddings (the
-embedder in this process, the same model), and the two fusion methods of
-memosd.search.fusion applied to the daemon's VECTOR and LEXICAL candidate
-lists (50 each, as the engine fuses).
+embedder in this process, the same model), and two other fusions of the
+daemon's VECTOR and LEXICAL candidate lists (50 each, as the engine fuses):
+memosd.search.fusion's ``rrf``, and ``normalized`` with equal weights
+("normalized 1:1"; HYBRID weighs the vector scores 0.4).
 """
 
 from __future__ import annotations
@@ -80,11 +81,11 @@ def recall(ranked: list[str], evidence: set[str], k: int) -> float:
 def table(results: dict[str, dict[str, dict[int, float]]], counts: dict[str, int]) -> str:
     methods = list(results)
     head = f"{'category':<13}{'n':>5}"
-    head += "".join(f"{m + ' @' + str(k):>18}" for m in methods for k in KS)
+    head += "".join(f"{m + ' @' + str(k):>20}" for m in methods for k in KS)
     lines = [head, "-" * len(head)]
     for group in [*CATEGORIES.values(), "overall"]:
         row = f"{group:<13}{counts[group]:>5}"
-        row += "".join(f"{results[m][group][k]:>18.3f}" for m in methods for k in KS)
+        row += "".join(f"{results[m][group][k]:>20.3f}" for m in methods for k in KS)
         lines.append(row)
     return "\n".join(lines)
 
@@ -140,7 +141,8 @@ def main() -> None:
                 # Both fusion methods over the daemon's candidate lists, as the engine fuses.
                 lists = [fusion.ranking(scored["VECTOR"]), fusion.ranking(scored["LEXICAL"])]
                 ranked["rrf"] = [dia_ids[i] for i in fusion.rrf(lists)[0].tolist()]
-                ranked["normalized"] = [dia_ids[i] for i in fusion.normalized(lists)[0].tolist()]
+                equal = fusion.normalized(lists)[0].tolist()
+                ranked["normalized 1:1"] = [dia_ids[i] for i in equal]
                 for method, ids in ranked.items():
                     per_method[method].append(
                         (q["category"], {k: recall(ids, q["evidence"], k) for k in KS})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from memosd.search.fusion import RRF_K, fuse, normalized, ranking, rrf
+from memosd.search.fusion import HYBRID_WEIGHTS, RRF_K, fuse, normalized, ranking, rrf
 
 
 def pairs(fused: tuple[np.ndarray, np.ndarray]) -> list[tuple[int, float]]:
@@ -32,7 +32,16 @@ def test_agreement_comes_first_and_ties_are_deterministic() -> None:
 
 def test_ties_go_to_the_lower_key_whatever_the_input_order() -> None:
     ranked = pairs(fuse(ranking([(9, 1.0), (4, 1.0), (7, 1.0)]), ranking([])))
-    assert ranked == [(4, 1.0), (7, 1.0), (9, 1.0)]
+    weight = HYBRID_WEIGHTS[0]
+    assert ranked == [(4, weight), (7, weight), (9, weight)]
+
+
+def test_hybrid_weighs_the_vector_ranking_below_the_lexical() -> None:
+    assert HYBRID_WEIGHTS == (0.4, 1.0)
+    # Each list's best gets 1 before weighting, its worst 0.
+    ranked = pairs(fuse(ranking([(1, 0.9), (2, 0.1)]), ranking([(2, 5.0), (3, 0.0)])))
+    assert [k for k, _ in ranked] == [2, 1, 3]
+    assert dict(ranked) == pytest.approx({2: 1.0, 1: 0.4, 3: 0.0})
 
 
 def test_normalized_scales_each_ranking() -> None:
@@ -50,7 +59,8 @@ def test_nothing_to_fuse() -> None:
 
 def test_keys_beyond_int64_keep_their_value() -> None:
     big = 2**64 - 2
-    assert pairs(fuse(ranking([(big, 0.5)]), ranking([(big, 3.0), (1, 1.0)])))[0] == (big, 2.0)
+    top = pairs(fuse(ranking([(big, 0.5)]), ranking([(big, 3.0), (1, 1.0)])))[0]
+    assert top == (big, pytest.approx(sum(HYBRID_WEIGHTS)))
 
 
 def test_bad_rankings_name_the_argument() -> None:
