@@ -121,6 +121,19 @@ def percentiles(lat: list[float]) -> dict[str, float]:
     }
 
 
+def run_summary(lat: list[float], wall: float, server: float, client: float) -> dict[str, float]:
+    """Percentiles of ``lat`` (seconds), queries/s over ``wall``, and the daemon's and
+    the clients' CPU seconds as milliseconds per query."""
+    n = len(lat)
+    return {
+        **percentiles(lat),
+        "qps": n / wall,
+        "n": n,
+        "server_cpu_ms": server / n * 1000,
+        "client_cpu_ms": client / n * 1000,
+    }
+
+
 def ingest_grpc(daemon: Daemon, turns: list[dict], n: int) -> tuple[str, float]:
     with daemon.client() as client:
         cube = client.create_cube("embedded").id
@@ -228,14 +241,7 @@ def latency(
     server, client = daemon.cpu_seconds() - server, own_cpu() - client
     if errors:
         raise errors[0]
-    n = len(lat)
-    return {
-        **percentiles(lat),
-        "qps": n / wall,
-        "n": n,
-        "server_cpu_ms": server / n * 1000,
-        "client_cpu_ms": client / n * 1000,
-    }
+    return run_summary(lat, wall, server, client)
 
 
 def latency_native(
@@ -247,14 +253,7 @@ def latency_native(
     server = daemon.cpu_seconds()
     lat, wall, client = search_calls(daemon.address, cube, queries, clients, mode=mode)
     server = daemon.cpu_seconds() - server
-    n = len(lat)
-    return {
-        **percentiles(lat),
-        "qps": n / wall,
-        "n": n,
-        "server_cpu_ms": server / n * 1000,
-        "client_cpu_ms": client / n * 1000,
-    }
+    return run_summary(lat, wall, server, client)
 
 
 def floor(embedder: Embedder, vectors: np.ndarray, queries: list[str]) -> dict[str, float]:
