@@ -52,7 +52,7 @@ from memosd.embedder import Embedder
 from memosd.messages import MemoryInput
 from memosd.search import SearchEngine
 from memosd.store import MemoryDraft, Store
-from replay import search_calls
+from replay import search_calls, search_request
 from serving import Daemon
 
 PUBLISHED = [  # end-to-end search latency the issue quotes, for scale
@@ -190,9 +190,7 @@ def latency(
 
     import grpc
     from memosd.client import Client
-    from memosd.v1 import memory_service_pb2 as pb
     from memosd.v1 import memory_service_pb2_grpc as pb_grpc
-    from memosd.v1 import types_pb2
 
     def own_cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -201,18 +199,13 @@ def latency(
     lat: list[float] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
-    mode_value = types_pb2.SearchMode.Value(f"SEARCH_MODE_{mode}")
 
     def connect(stack: contextlib.ExitStack) -> Callable[[str], int]:
         """A search call of one client: the number of hits of a query."""
         if stub:
             channel = stack.enter_context(grpc.insecure_channel(daemon.address))
             call = pb_grpc.MemoryServiceStub(channel).SearchMemories
-            return lambda q: len(
-                call(
-                    pb.SearchMemoriesRequest(cube_ids=[cube], query=q, top_k=10, mode=mode_value)
-                ).hits
-            )
+            return lambda q: len(call(search_request(cube, q, mode)).hits)
         client = stack.enter_context(Client(daemon.address))
         return lambda q: len(client.search([cube], q, top_k=10, mode=mode))
 

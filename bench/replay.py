@@ -22,6 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 METHOD = "/memosd.v1.MemoryService/SearchMemories"
 
 
+def search_request(cube: str, query: str, mode: str) -> pb.SearchMemoriesRequest:
+    """The benchmark's search call: top 10 of one cube in ``mode`` (HYBRID, ...)."""
+    mode_value = types_pb2.SearchMode.Value(f"SEARCH_MODE_{mode}")
+    return pb.SearchMemoriesRequest(cube_ids=[cube], query=query, top_k=10, mode=mode_value)
+
+
 @cache
 def loadgen() -> Path:
     """The release build of memosd-loadgen, built on first use (about a minute)."""
@@ -52,13 +58,7 @@ def search_calls(
     """Every query once as a SearchMemories call (top_k 10), from ``clients``
     connections in a closed loop: (latencies in seconds, wall seconds, the load
     generator's CPU seconds). Fails unless every call returned hits."""
-    mode_value = types_pb2.SearchMode.Value(f"SEARCH_MODE_{mode}")
-    requests = [
-        pb.SearchMemoriesRequest(
-            cube_ids=[cube], query=q, top_k=10, mode=mode_value
-        ).SerializeToString()
-        for q in queries
-    ]
+    requests = [search_request(cube, q, mode).SerializeToString() for q in queries]
     with tempfile.TemporaryDirectory(prefix="memosd-loadgen-") as tmp:
         request_file, response_file = Path(tmp) / "requests", Path(tmp) / "responses"
         write_frames(request_file, requests)

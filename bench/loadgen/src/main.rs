@@ -96,7 +96,7 @@ async fn call(
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 
-/// Requests `first`, `first + step`, ... through `grpc`, one at a time.
+/// Sends `requests` (each with its index in the file) through `grpc`, one at a time.
 async fn client_loop(
     mut grpc: Grpc<Channel>,
     method: PathAndQuery,
