@@ -3,7 +3,8 @@ directory: the way to compare two builds on a VM whose speed drifts from minute 
 minute (one run of bench_daemon.py per build can differ by 30% on the same code).
 
     python bench/bench_search_paired.py --baseline ../other-checkout [--rounds 8]
-        [--size 100000] [--data DIR] [--queries 1200] [--out bench/out/search_paired.json]
+        [--size 100000] [--data DIR] [--queries 1200] [--clients native|threads]
+        [--out bench/out/search_paired.json]
 
 The baseline is another checkout of memosd with its native module built into its
 ``python/memosd`` (e.g. ``git worktree add ../base <commit>``, then ``maturin build
@@ -13,7 +14,9 @@ bench_daemon.py fills it (LoCoMo turns, one cube, real query embeddings), or reu
 ``--data``; each build runs on its own copy of it, made for the run (a build may
 upgrade the store's schema, which the other could then not read). Each round starts
 the baseline's daemon, then this checkout's, and times ``--queries`` HYBRID searches
-(top_k 10) from 8 client threads of this process against each. Prints every round and
+(top_k 10) from 8 clients against each: the 8 connections of the native load generator
+(``--clients native``, the default: bench_daemon.py judges the target on it) or 8
+client threads of this process (``--clients threads``). Prints every round and
 the medians, with this checkout's ratios to the baseline.
 """
 
@@ -25,19 +28,23 @@ import logging
 import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_daemon import base_vectors, corpus, fill_in_process, latency, perturbed
+from bench_daemon import base_vectors, corpus, fill_in_process, latency, latency_native, perturbed
 from memosd.embedder import Embedder
 from serving import Daemon
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 8
 FIELDS = ("p50", "p95", "p99", "qps", "server_cpu_ms", "client_cpu_ms")
+# One timed run: (daemon, cube, queries, clients) -> its percentiles, rate and CPU.
+Measure = Callable[[Daemon, str, list[str], int], dict[str, float]]
+CLIENT_KINDS: dict[str, Measure] = {"native": latency_native, "threads": latency}
 
 
 def filled(data: Path, size: int, locomo: Path, cache: Path) -> str:
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1200, help="timed queries per run")
     parser.add_argument("--data", type=Path, help="data directory to fill once and reuse")
+    parser.add_argument("--clients", choices=sorted(CLIENT_KINDS), default="native")
     parser.add_argument("--locomo", type=Path, default=Path("/work/shared/data/locomo"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench/out/search_paired.json")
     args = parser.parse_args()
@@ -86,7 +94,8 @@ def main() -> None:
         for copy in copies.values():
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(data, copy)
-        compare(builds, copies, cube, questions, queries, args.rounds, runs)
+        measure = CLIENT_KINDS[args.clients]
+        compare(builds, copies, cube, questions, queries, args.rounds, measure, runs)
     finally:
         for copy in copies.values():
             shutil.rmtree(copy, ignore_errors=True)
@@ -110,6 +119,7 @@ def compare(
     questions: list[str],
     queries: list[str],
     rounds: int,
+    measure: Measure,
     runs: dict[str, list[dict[str, float]]],
 ) -> None:
     """Alternating runs of the builds, each on its own data directory, into ``runs``."""
@@ -118,8 +128,8 @@ def compare(
     for round_ in range(1, rounds + 1):
         for name, env in builds.items():
             with Daemon(copies[name], env=env) as daemon:
-                latency(daemon, cube, questions[:200], CLIENTS)  # warm up
-                r = latency(daemon, cube, queries, CLIENTS)
+                measure(daemon, cube, questions[:200], CLIENTS)  # warm up
+                r = measure(daemon, cube, queries, CLIENTS)
             runs[name].append(r)
             print(f"{round_:>5} {name:>9} " + " ".join(f"{r[f]:>13.2f}" for f in FIELDS))
 
