@@ -225,6 +225,24 @@ def test_hits_are_the_current_heads_with_their_access_statistics(world: World) -
     assert (hit.tags, hit.version, hit.access_count) == (("land",), 2, 4)
 
 
+@pytest.mark.parametrize("mode", ["VECTOR", "LEXICAL", "HYBRID"])
+def test_writes_between_plan_and_finish_are_never_stale(world: World, mode: str) -> None:
+    """The daemon plans a search (filter, lexical ranking) while its query embeds;
+    what changed before the vector came back is what the hits show."""
+    cube = world.cube("c")
+    changed, deleted, purged = world.add(cube, ["blue whale", "blue whale calf", "blue whales"])
+    query = SearchQuery((cube,), "blue whale", top_k=10, mode=mode)
+    plan = world.engine.plan(query)
+    world.update(changed, content="blue whale song", tags=("sea",))
+    world.update(deleted, state="DELETED")
+    world.store.purge(cube, purged.id)
+    vector = None if mode == "LEXICAL" else world.embedder.encode([query.query])[0]
+    hits = world.engine.finish(plan, vector)
+    assert [(rec.id, rec.content, rec.tags) for rec, _ in hits] == [
+        (changed.id, "blue whale song", ("sea",))
+    ]
+
+
 def test_stale_apply_is_ignored(world: World) -> None:
     cube = world.cube("c")
     (v1,) = world.add(cube, ["first words"])

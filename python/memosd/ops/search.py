@@ -5,10 +5,11 @@ A search runs on the daemon's event loop, except for its query embedding: the lo
 hands the query to the query queue (``memosd.query_encoder``), whose worker thread
 embeds every query waiting in one forward pass (the weights are read once per batch)
 without the GIL, and takes the vector back when the queue's descriptor turns
-readable. The lookups that follow take a fraction of a millisecond and run on the
-loop as well. So the loop is the one Python thread on the search path: a search
-never waits for the GIL behind another thread of the daemon, and nothing is handed
-between threads but the query text and its vector.
+readable. The lookups take a fraction of a millisecond and run on the loop as well:
+the filter and the lexical ranking while the worker embeds, the vector ranking and the
+fusion once the vector is back. So the loop is the one Python thread on the search
+path: a search never waits for the GIL behind another thread of the daemon, and
+nothing is handed between threads but the query text and its vector.
 """
 
 from __future__ import annotations
@@ -63,10 +64,15 @@ class Search:
         """The hits of a search, best first; called on the event loop."""
         request = self._request(cube_ids, query, top_k, mode, flt)
         self._engine.require_cubes(request.cube_ids)  # before any embedding
-        vector = None
-        if request.mode != "LEXICAL":
-            vector = await self._embed(request.query)
-        return self._counted(self._engine.search_embedded(request, vector))
+        if request.mode == "LEXICAL":
+            return self._counted(self._engine.search_embedded(request, None))
+        vector = await self._submit(request.query)
+        try:
+            plan = self._engine.plan(request)  # while the worker embeds the query
+        except BaseException:
+            vector.cancel()
+            raise
+        return self._counted(self._engine.finish(plan, await vector))
 
     def search_blocking(
         self,
@@ -116,7 +122,8 @@ class Search:
         if self._closed:
             raise FailedPreconditionError("the daemon is shutting down")
 
-    async def _embed(self, text: str) -> np.ndarray:
+    async def _submit(self, text: str) -> asyncio.Future[np.ndarray]:
+        """The future of ``text``'s vector, queued for the embedding worker."""
         loop = asyncio.get_running_loop()
         queue = self._queue if self._loop is loop and self._queue else await self._start(loop)
         vector: asyncio.Future[np.ndarray] = loop.create_future()
@@ -124,7 +131,7 @@ class Search:
             queue.submit(vector, text)
         except ResourceExhaustedError:  # closed since the check
             raise FailedPreconditionError("the daemon is shutting down") from None
-        return await vector
+        return vector
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> QueryQueue:
         """The queue, started by the first search and watched by ``loop`` from then on

@@ -27,6 +27,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -311,6 +312,13 @@ class SearchEngine:
     def search_embedded(self, query: SearchQuery, qvec: np.ndarray | None) -> Hits:
         """``search`` with the query's vector given (None for LEXICAL) and its cubes
         checked (``require_cubes``)."""
+        return self.finish(self.plan(query), qvec)
+
+    def plan(self, query: SearchQuery) -> SearchPlan:
+        """What a search needs of the indexes besides its query vector: the graphs to
+        search (with the filter's keys where it excludes some) and the lexical ranking.
+        The daemon takes it while the query is being embedded; a memory changed
+        meanwhile is caught by ``finish``, which takes every hit's head afresh."""
         depth = query.top_k
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)
@@ -322,7 +330,7 @@ class SearchEngine:
                 (c, code) for c in query.cube_ids if (code := self._table.cube_code(c)) is not None
             ]
             allowed = self._masks.get(self._table, (code for _, code in cubes), query.filter, now)
-            if qvec is not None:
+            if query.mode != "LEXICAL":
                 for cube_id, code in cubes:
                     graph = self._cubes.get(cube_id)
                     if graph is None:
@@ -335,12 +343,17 @@ class SearchEngine:
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
                 lexical = (self._table.keys[slots], scores.astype(np.float64))
+        return SearchPlan(query, depth, now, graphs, lexical)
+
+    def finish(self, plan: SearchPlan, qvec: np.ndarray | None) -> Hits:
+        """The hits of a planned search, given its query vector (None for LEXICAL)."""
+        query, depth = plan.query, plan.depth
         vector = _NO_HITS
-        if qvec is not None and len(graphs) == 1:
-            graph, subset = graphs[0]
+        if qvec is not None and len(plan.graphs) == 1:
+            graph, subset = plan.graphs[0]
             vector = graph.search(qvec, depth, subset)
-        elif qvec is not None and graphs:
-            found = [graph.search(qvec, depth, subset) for graph, subset in graphs]
+        elif qvec is not None and plan.graphs:
+            found = [graph.search(qvec, depth, subset) for graph, subset in plan.graphs]
             keys = np.concatenate([k for k, _ in found])
             scores = np.concatenate([s for _, s in found])
             best = np.argsort(-scores, kind="stable")[:depth]  # ties: cube order
@@ -348,10 +361,10 @@ class SearchEngine:
         if query.mode == "VECTOR":
             ranked = vector
         elif query.mode == "LEXICAL":
-            ranked = lexical
+            ranked = plan.lexical
         else:
-            ranked = fusion.fuse(vector, lexical)
-        return self._current_heads(ranked, query, now)
+            ranked = fusion.fuse(vector, plan.lexical)
+        return self._current_heads(ranked, query, plan.now)
 
     def _current_heads(self, ranked: fusion.Ranking, query: SearchQuery, now: float) -> Hits:
         """The head of each hit as the doc table holds it, until ``top_k`` pass the
@@ -371,3 +384,14 @@ class SearchEngine:
 
 # An empty ranking: a mode or cube with nothing to search.
 _NO_HITS: fusion.Ranking = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search's part that needs no query vector (``SearchEngine.plan``)."""
+
+    query: SearchQuery
+    depth: int  # candidates taken from each ranking
+    now: float  # the time the filter was evaluated at
+    graphs: list[tuple[CubeVectors, np.ndarray | None]]  # with the allowed keys, or None: all
+    lexical: fusion.Ranking
