@@ -57,6 +57,17 @@ _LOCK_CHUNK = 128
 _ACCESS_CHUNK = 256
 
 
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search's part that needs no query vector (``SearchEngine.plan``)."""
+
+    query: SearchQuery
+    depth: int  # candidates taken from each ranking
+    now: float  # the time the filter was evaluated at
+    graphs: list[tuple[CubeVectors, np.ndarray | None]]  # with the allowed keys, or None: all
+    lexical: fusion.Ranking
+
+
 class SearchEngine:
     def __init__(self, directory: Path, store: Store, embedder: Embedder) -> None:
         self.directory = Path(directory)
@@ -384,14 +395,3 @@ class SearchEngine:
 
 # An empty ranking: a mode or cube with nothing to search.
 _NO_HITS: fusion.Ranking = (np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float64))
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """A search's part that needs no query vector (``SearchEngine.plan``)."""
-
-    query: SearchQuery
-    depth: int  # candidates taken from each ranking
-    now: float  # the time the filter was evaluated at
-    graphs: list[tuple[CubeVectors, np.ndarray | None]]  # with the allowed keys, or None: all
-    lexical: fusion.Ranking
