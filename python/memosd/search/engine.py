@@ -64,6 +64,7 @@ class SearchPlan:
     query: SearchQuery
     depth: int  # candidates taken from each ranking
     now: float  # the time the filter was evaluated at
+    table_version: int  # the doc table's version then
     graphs: list[tuple[CubeVectors, np.ndarray | None]]  # with the allowed keys, or None: all
     lexical: fusion.Ranking
 
@@ -354,7 +355,8 @@ class SearchEngine:
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
                 lexical = (self._table.keys[slots], scores.astype(np.float64))
-        return SearchPlan(query, depth, now, graphs, lexical)
+            version = self._table.version
+        return SearchPlan(query, depth, now, version, graphs, lexical)
 
     def finish(self, plan: SearchPlan, qvec: np.ndarray | None) -> Hits:
         """The hits of a planned search, given its query vector (None for LEXICAL)."""
@@ -375,18 +377,22 @@ class SearchEngine:
             ranked = plan.lexical
         else:
             ranked = fusion.fuse(vector, plan.lexical)
-        return self._current_heads(ranked, query, plan.now)
+        return self._current_heads(ranked, plan)
 
-    def _current_heads(self, ranked: fusion.Ranking, query: SearchQuery, now: float) -> Hits:
+    def _current_heads(self, ranked: fusion.Ranking, plan: SearchPlan) -> Hits:
         """The head of each hit as the doc table holds it, until ``top_k`` pass the
         filter again (a head may have changed since the ranking)."""
+        query = plan.query
         hits: Hits = []
         with self._lock:
+            # While the table is as the plan saw it, every ranked key is one that the
+            # filter's mask allowed at ``plan.now``: only a changed table is checked.
+            recheck = self._table.version != plan.table_version
             for key, score in zip(ranked[0].tolist(), ranked[1].tolist(), strict=True):
                 head = self._table.record(key)
                 if head is None or head.cube_id not in query.cube_ids:
                     continue
-                if query.filter.matches(head, now):
+                if not recheck or query.filter.matches(head, plan.now):
                     hits.append((head, score))
                     if len(hits) == query.top_k:
                         break
