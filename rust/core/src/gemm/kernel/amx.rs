@@ -20,7 +20,7 @@
 //! permission to use tile data).
 
 use std::arch::asm;
-use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+use std::arch::x86_64::{__cpuid, __cpuid_count, _mm_prefetch, _xgetbv, _MM_HINT_T1};
 use std::sync::OnceLock;
 
 use super::PANEL;
@@ -173,11 +173,13 @@ pub(crate) unsafe fn product<'w>(
         for p in 0..panels {
             let b = panel(p);
             debug_assert_eq!(b.len(), kp * PANEL);
+            let next = panel((p + 1).min(panels - 1)).as_ptr();
             for t in (first..pairs_end).step_by(2) {
                 // SAFETY: tiles are configured; each row tile pointer has 16 rows of
                 // `kp` bytes (whole tiles of `codes`, or the padded tail), the panel
                 // `kp / 4` groups of 128 bytes; `sums` takes 32 rows of 128 bytes.
-                unsafe { block_2x2(tile_rows(t), tile_rows(t + 1), b.as_ptr(), kp, &mut sums) };
+                let a = [tile_rows(t), tile_rows(t + 1)];
+                unsafe { block_2x2(a, b.as_ptr(), next, kp, &mut sums) };
                 let real = rows.min((t + 2) * TILE_ROWS) - t * TILE_ROWS;
                 emit(t * TILE_ROWS, p, &sums.0[..real]);
             }
@@ -196,7 +198,9 @@ pub(crate) unsafe fn product<'w>(
             unsafe {
                 if two {
                     let (b0, b1) = (panel(p).as_ptr(), panel(p + 1).as_ptr());
-                    block_1x4(tile_rows(t), b0, b1, kp, &mut sums);
+                    let n0 = panel((p + 2).min(panels - 1)).as_ptr();
+                    let n1 = panel((p + 3).min(panels - 1)).as_ptr();
+                    block_1x4(tile_rows(t), [b0, b1], [n0, n1], kp, &mut sums);
                 } else {
                     block_1x2(tile_rows(t), panel(p).as_ptr(), kp, &mut sums);
                 }
@@ -209,19 +213,45 @@ pub(crate) unsafe fn product<'w>(
     }
 }
 
+/// Bytes of a panel that one step of k (64 values) reads: 16 groups of 128.
+const STEP_BYTES: usize = TILE_K * PANEL;
+
+/// Asks for the step at `kk` of the panel at `next` to be brought into L2.
+///
+/// Why: the products are bound by reading the weights (a short batch does a few
+/// products per 2 KB of them), and the hardware prefetcher stops at every 4 KB page,
+/// so without this each page of every panel starts with a wait on memory. Fetching
+/// the panel that comes next, step for step, keeps the reads one panel ahead.
+#[inline(always)]
+fn prefetch_step(next: *const i8, kk: usize) {
+    for line in (0..STEP_BYTES).step_by(64) {
+        // SAFETY: a prefetch only hints the cache and never faults; the lines asked
+        // for are the panel's own (kk < kp, and a panel holds kp * PANEL bytes).
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(next.wrapping_add(kk * PANEL + line)) };
+    }
+}
+
 /// Sums of 32 rows (two tiles at `a0`, `a1`) x 32 columns (the panel at `b`) over
 /// `kp` into `out`: tmm0-3 accumulate (rows 0-15 | 16-31) x (columns 0-15 | 16-31).
+/// `next` is the panel after `b` (or `b` for the last), fetched meanwhile.
 ///
 /// # Safety
 /// Tiles configured by [`Tiles::configure`]; `a0` and `a1` point to 16 rows of `kp`
-/// bytes, `b` to `kp / 4` rows of 128 bytes.
+/// bytes, `b` and `next` to `kp / 4` rows of 128 bytes.
 #[inline(always)]
-unsafe fn block_2x2(a0: *const i8, a1: *const i8, b: *const i8, kp: usize, out: &mut Block) {
+unsafe fn block_2x2(
+    [a0, a1]: [*const i8; 2],
+    b: *const i8,
+    next: *const i8,
+    kp: usize,
+    out: &mut Block,
+) {
     // SAFETY (all asm blocks): tiles are configured; loads stay within the rows
     // described above (64 bytes of k at a time), stores within `out`.
     unsafe {
         zero_four();
         for kk in (0..kp).step_by(TILE_K) {
+            prefetch_step(next, kk);
             asm!(
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm5, [{a1} + {sa}*1]",
@@ -322,16 +352,25 @@ unsafe fn block_1x2(a: *const i8, b: *const i8, kp: usize, out: &mut Block) {
 
 /// One row tile at `a` x two panels (`b0`, `b1`): rows 0-15 of `out` get panel
 /// `b0`'s sums, rows 16-31 panel `b1`'s. Four accumulators; the fourth weight tile
-/// reuses tmm5 once its first product has read it.
+/// reuses tmm5 once its first product has read it. `next` are the two panels after
+/// them (or the last panel again), fetched meanwhile.
 ///
 /// # Safety
 /// As for [`block_2x2`], with one row tile at `a` and two panels.
 #[inline(always)]
-unsafe fn block_1x4(a: *const i8, b0: *const i8, b1: *const i8, kp: usize, out: &mut Block) {
+unsafe fn block_1x4(
+    a: *const i8,
+    [b0, b1]: [*const i8; 2],
+    next: [*const i8; 2],
+    kp: usize,
+    out: &mut Block,
+) {
     // SAFETY: as in `block_2x2`.
     unsafe {
         zero_four();
         for kk in (0..kp).step_by(TILE_K) {
+            prefetch_step(next[0], kk);
+            prefetch_step(next[1], kk);
             asm!(
                 "tileloadd tmm4, [{a} + {sa}*1]",
                 "tileloadd tmm5, [{b0} + {sb}*1]",
