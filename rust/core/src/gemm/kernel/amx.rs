@@ -167,14 +167,17 @@ pub(crate) unsafe fn product<'w>(
     let mut sums = Block([[0; PANEL]; BLOCK_ROWS]);
     // SAFETY: the caller checked `available()`.
     let _tiles = unsafe { Tiles::configure() };
+    // Only the first pass over the panels reads them from memory: later row groups,
+    // and a lone tile after pairs, find them in cache, so they fetch nothing ahead.
+    let ahead = |p: usize, first_pass: bool| (first_pass && p < panels).then(|| panel(p).as_ptr());
     for first in (0..tiles).step_by(row_block / TILE_ROWS) {
         let end = tiles.min(first + row_block / TILE_ROWS);
         let pairs_end = first + (end - first) / 2 * 2;
         for p in 0..panels {
             let b = panel(p);
             debug_assert_eq!(b.len(), kp * PANEL);
-            let next = panel((p + 1).min(panels - 1)).as_ptr();
             for t in (first..pairs_end).step_by(2) {
+                let next = ahead(p + 1, t == 0);
                 // SAFETY: tiles are configured; each row tile pointer has 16 rows of
                 // `kp` bytes (whole tiles of `codes`, or the padded tail), the panel
                 // `kp / 4` groups of 128 bytes; `sums` takes 32 rows of 128 bytes.
@@ -198,9 +201,8 @@ pub(crate) unsafe fn product<'w>(
             unsafe {
                 if two {
                     let (b0, b1) = (panel(p).as_ptr(), panel(p + 1).as_ptr());
-                    let n0 = panel((p + 2).min(panels - 1)).as_ptr();
-                    let n1 = panel((p + 3).min(panels - 1)).as_ptr();
-                    block_1x4(tile_rows(t), [b0, b1], [n0, n1], kp, &mut sums);
+                    let next = [ahead(p + 2, t == 0), ahead(p + 3, t == 0)];
+                    block_1x4(tile_rows(t), [b0, b1], next, kp, &mut sums);
                 } else {
                     block_1x2(tile_rows(t), panel(p).as_ptr(), kp, &mut sums);
                 }
@@ -216,14 +218,15 @@ pub(crate) unsafe fn product<'w>(
 /// Bytes of a panel that one step of k (64 values) reads: 16 groups of 128.
 const STEP_BYTES: usize = TILE_K * PANEL;
 
-/// Asks for the step at `kk` of the panel at `next` to be brought into L2.
+/// Asks for the step at `kk` of the panel at `next`, if any, to be brought into L2.
 ///
 /// Why: the products are bound by reading the weights (a short batch does a few
 /// products per 2 KB of them), and the hardware prefetcher stops at every 4 KB page,
 /// so without this each page of every panel starts with a wait on memory. Fetching
 /// the panel that comes next, step for step, keeps the reads one panel ahead.
 #[inline(always)]
-fn prefetch_step(next: *const i8, kk: usize) {
+fn prefetch_step(next: Option<*const i8>, kk: usize) {
+    let Some(next) = next else { return };
     for line in (0..STEP_BYTES).step_by(64) {
         // SAFETY: a prefetch only hints the cache and never faults; the lines asked
         // for are the panel's own (kk < kp, and a panel holds kp * PANEL bytes).
@@ -233,7 +236,7 @@ fn prefetch_step(next: *const i8, kk: usize) {
 
 /// Sums of 32 rows (two tiles at `a0`, `a1`) x 32 columns (the panel at `b`) over
 /// `kp` into `out`: tmm0-3 accumulate (rows 0-15 | 16-31) x (columns 0-15 | 16-31).
-/// `next` is the panel after `b` (or `b` for the last), fetched meanwhile.
+/// `next` is the panel to fetch meanwhile, if any (the one after `b`).
 ///
 /// # Safety
 /// Tiles configured by [`Tiles::configure`]; `a0` and `a1` point to 16 rows of `kp`
@@ -242,7 +245,7 @@ fn prefetch_step(next: *const i8, kk: usize) {
 unsafe fn block_2x2(
     [a0, a1]: [*const i8; 2],
     b: *const i8,
-    next: *const i8,
+    next: Option<*const i8>,
     kp: usize,
     out: &mut Block,
 ) {
@@ -352,8 +355,8 @@ unsafe fn block_1x2(a: *const i8, b: *const i8, kp: usize, out: &mut Block) {
 
 /// One row tile at `a` x two panels (`b0`, `b1`): rows 0-15 of `out` get panel
 /// `b0`'s sums, rows 16-31 panel `b1`'s. Four accumulators; the fourth weight tile
-/// reuses tmm5 once its first product has read it. `next` are the two panels after
-/// them (or the last panel again), fetched meanwhile.
+/// reuses tmm5 once its first product has read it. `next` are the panels to fetch
+/// meanwhile, if any (the two after them).
 ///
 /// # Safety
 /// As for [`block_2x2`], with one row tile at `a` and two panels.
@@ -361,7 +364,7 @@ unsafe fn block_1x2(a: *const i8, b: *const i8, kp: usize, out: &mut Block) {
 unsafe fn block_1x4(
     a: *const i8,
     [b0, b1]: [*const i8; 2],
-    next: [*const i8; 2],
+    next: [Option<*const i8>; 2],
     kp: usize,
     out: &mut Block,
 ) {
