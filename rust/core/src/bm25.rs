@@ -13,7 +13,6 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::error::Result;
 use crate::lexical::{self, Term};
 
 pub const K1: f32 = 1.2;
@@ -25,6 +24,8 @@ struct Postings {
     slots: Vec<u32>,
     tfs: Vec<f32>,
     weights: Vec<f32>,
+    /// The largest of `weights` (0 if none), computed with them.
+    max_weight: f32,
     /// The average length `weights` were computed at; NaN when they are stale.
     weights_at: f32,
 }
@@ -60,6 +61,7 @@ impl Postings {
                 let norm = K1 * ((1.0 - B) + B * lengths[s as usize] as f32 / avg);
                 tf * k1_plus_1 / (tf + norm)
             }));
+        self.max_weight = self.weights.iter().fold(0f32, |m, &w| m.max(w));
         self.weights_at = avg;
     }
 }
@@ -144,16 +146,24 @@ impl Bm25Index {
         terms: &[S],
         k: usize,
         allowed: Option<&[bool]>,
-    ) -> Result<Vec<(u32, f32)>> {
+    ) -> Vec<(u32, f32)> {
         if self.n_docs == 0 || k == 0 {
-            return Ok(Vec::new());
+            return Vec::new();
         }
+        let found = self.refresh(terms);
+        let (query, bounds) = self.query(&found);
+        lexical::top_k_known(&query, &bounds, self.lengths.len(), allowed, k)
+    }
+
+    /// The ids and IDFs of the distinct `terms` the index holds, sorted by name, with
+    /// their weights brought up to date.
+    fn refresh<S: AsRef<str>>(&mut self, terms: &[S]) -> Vec<(u32, f32)> {
         let mut names: Vec<&str> = terms.iter().map(AsRef::as_ref).collect();
         names.sort_unstable();
         names.dedup();
         let avg = (self.total_length as f64 / self.n_docs as f64) as f32;
         let n = self.n_docs as f64;
-        let mut found: Vec<(u32, f32)> = Vec::with_capacity(names.len());
+        let mut found = Vec::with_capacity(names.len());
         for name in names {
             if let Some(&id) = self.ids.get(name) {
                 let postings = &mut self.terms[id as usize];
@@ -162,18 +172,25 @@ impl Bm25Index {
                 found.push((id, (1.0 + (n - df + 0.5) / (df + 0.5)).ln() as f32));
             }
         }
-        let query: Vec<Term<'_>> = found
+        found
+    }
+
+    /// The refreshed terms' postings, and the largest `idf * weight` of each.
+    fn query(&self, found: &[(u32, f32)]) -> (Vec<Term<'_>>, Vec<f32>) {
+        found
             .iter()
             .map(|&(id, idf)| {
                 let p = &self.terms[id as usize];
-                Term {
+                let term = Term {
                     slots: &p.slots,
                     weights: &p.weights,
                     idf,
-                }
+                };
+                // Weights are positive and rounding a product is monotone, so the
+                // largest `idf * weight` is `idf` times the largest weight.
+                (term, idf * p.max_weight)
             })
-            .collect();
-        lexical::top_k(&query, self.lengths.len(), allowed, k)
+            .unzip()
     }
 
     fn term_id(&mut self, term: &str) -> u32 {
@@ -257,7 +274,7 @@ mod tests {
             &["caroline"],
             &["zebra"],
         ] {
-            let got = idx.search(query, 10, None).unwrap();
+            let got = idx.search(query, 10, None);
             let want = reference(DOCS, query);
             assert_eq!(got.len(), want.len(), "{query:?}");
             for ((gs, gv), (ws, wv)) in got.iter().zip(&want) {
@@ -291,8 +308,8 @@ mod tests {
         }
         let query = ["caroline", "lake", "note3"];
         assert_eq!(
-            ordered.search(&query, 10, None).unwrap(),
-            scrambled.search(&query, 10, None).unwrap()
+            ordered.search(&query, 10, None),
+            scrambled.search(&query, 10, None)
         );
     }
 
@@ -300,7 +317,7 @@ mod tests {
     fn updates_and_removals_equal_a_fresh_build() {
         let mut idx = index(DOCS);
         let query = ["group", "lake", "caroline"];
-        idx.search(&query, 5, None).unwrap(); // weights computed at the first average
+        idx.search(&query, 5, None); // weights computed at the first average
         idx.upsert(2, &["lake", "lake", "swim"]);
         idx.remove(0);
         idx.remove(0);
@@ -314,8 +331,8 @@ mod tests {
         ];
         assert_eq!(idx.len(), 5);
         assert_eq!(
-            idx.search(&query, 10, None).unwrap(),
-            index(&now).search(&query, 10, None).unwrap()
+            idx.search(&query, 10, None),
+            index(&now).search(&query, 10, None)
         );
         // Terms no document holds any more are gone, and their ids are reused.
         let mut distinct: Vec<&str> = now.iter().flat_map(|(_, t)| t.split_whitespace()).collect();
@@ -331,15 +348,49 @@ mod tests {
         let mut idx = index(DOCS);
         let mut allowed = vec![false; 8];
         allowed[3] = true;
-        let got = idx.search(&["lake"], 10, Some(&allowed)).unwrap();
+        let got = idx.search(&["lake"], 10, Some(&allowed));
         assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), vec![3]);
-        assert!(idx.search::<&str>(&[], 10, None).unwrap().is_empty());
-        assert!(idx.search(&["lake"], 0, None).unwrap().is_empty());
+        assert!(idx.search::<&str>(&[], 10, None).is_empty());
+        assert!(idx.search(&["lake"], 0, None).is_empty());
         idx.upsert(7, &[] as &[&str]);
         assert_eq!(idx.len(), 6);
-        assert!(Bm25Index::new()
-            .search(&["lake"], 3, None)
-            .unwrap()
-            .is_empty());
+        assert!(Bm25Index::new().search(&["lake"], 3, None).is_empty());
+    }
+
+    #[test]
+    fn known_bounds_rank_as_a_scan_of_the_postings() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let vocab: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
+        // Low ids common, high ids rare, as in text.
+        let word = |rng: &mut StdRng| vocab[(rng.random::<f64>().powi(3) * 60.0) as usize].as_str();
+        let mut idx = Bm25Index::new();
+        let mut queries = 0;
+        for round in 0..3000 {
+            let slot = rng.random_range(0..500);
+            if rng.random_bool(0.2) {
+                idx.remove(slot);
+            } else {
+                let doc: Vec<&str> = (0..rng.random_range(1..12))
+                    .map(|_| word(&mut rng))
+                    .collect();
+                idx.upsert(slot, &doc);
+            }
+            if round % 7 != 0 || idx.is_empty() {
+                continue;
+            }
+            let query: Vec<&str> = (0..rng.random_range(1..7))
+                .map(|_| word(&mut rng))
+                .collect();
+            let k = [1, 5, 10, 50][rng.random_range(0..4)];
+            let got = idx.search(&query, k, None);
+            let found = idx.refresh(&query);
+            let (terms, _) = idx.query(&found);
+            let scanned = lexical::top_k(&terms, idx.lengths.len(), None, k).unwrap();
+            assert_eq!(got, scanned, "round {round}, query {query:?}, k {k}");
+            queries += 1;
+        }
+        assert!(queries > 300);
     }
 }

@@ -81,7 +81,7 @@ impl Bm25Index {
             .map(|a| vector::<bool>("allowed", "a contiguous 1-D bool array", a))
             .transpose()?;
         let allowed = allowed.as_ref().map(|a| a.as_slice()).transpose()?;
-        let hits = self.index().search(&terms, k, allowed).map_err(PyErrWrap)?;
+        let hits = self.index().search(&terms, k, allowed);
         Ok(ranked(py, hits))
     }
 }
