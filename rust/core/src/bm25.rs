@@ -5,8 +5,10 @@
 //! weights (everything but the IDF) depend on the average document length, which
 //! every change to the corpus moves: each term keeps its weights with the average
 //! they were computed at, and recomputes them in one pass over its postings when a
-//! query needs them after that. So a write costs its own document's postings, and
-//! the next query a pass over its terms' postings; nothing is ever rebuilt whole.
+//! query needs them after that, noting the largest: what the term can add to a
+//! document, which the ranking needs and would otherwise read every posting to
+//! find. So a write costs its own document's postings, and the next query a pass
+//! over its terms' postings; nothing is ever rebuilt whole.
 //!
 //! The weights are float32, computed as `memosd.search.lexical` documents them
 //! (Okapi BM25, `k1` = 1.2, `b` = 0.75).
