@@ -3,12 +3,9 @@
 //!
 //! Done with dense arrays over every slot (as NumPy does it), a query costs several
 //! passes over the whole corpus (zero the scores, mask, find the non-zero ones)
-//! however rare its terms are. Here the cost follows the postings: the sums of the
-//! slots the postings touched are kept by ascending slot, and each term's postings
-//! (ascending too) are merged in, a sequential pass over both. A scratch array over
-//! every slot, indexed by slot, did the same with fewer moves, but a common term
-//! touched all of it (a megabyte at 100k slots), which the daemon's other work
-//! evicts between queries.
+//! however rare its terms are. Here the cost follows the postings: the sums live in
+//! a per-thread scratch array whose entries are reset lazily by a generation stamp,
+//! and only the slots the postings touched are filtered and ranked.
 //!
 //! Most postings of a typical query belong to a common term with a low IDF, while
 //! the rare terms decide the ranking. So the terms are taken from the highest
@@ -40,16 +37,25 @@ pub struct Term<'a> {
     pub idf: f32,
 }
 
+/// One scratch entry per slot: while `stamp` is the current generation, the slot's
+/// sum is `touched[at]`.
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    stamp: u32,
+    at: u32,
+}
+
 /// Per-thread state, kept between calls so that a query allocates little.
 #[derive(Default)]
 struct Scratch {
-    /// Every slot the terms so far touched, with its sum, by ascending slot. Once
-    /// the ranking is nearly settled, only the candidates.
+    cells: Vec<Cell>,
+    generation: u32,
+    /// Every slot stamped in this generation with its sum, in the order first
+    /// touched: dense, so that ranking them reads no cells. Once the ranking is
+    /// nearly settled, only the candidates.
     touched: Vec<Ranked>,
-    /// The next `touched`, while a term is merged in.
-    merged: Vec<Ranked>,
-    /// The postings of a term whose slots are not ascending, sorted.
-    sorted: Vec<(u32, f32)>,
+    /// Where each term's run of `touched` ends.
+    runs: Vec<usize>,
     /// Scratch for picking the best of `touched`.
     best: Vec<Ranked>,
     /// Queries that skipped postings (read by the tests).
@@ -242,10 +248,18 @@ impl Scratch {
         k: usize,
         prune: bool,
     ) -> Vec<(u32, f32)> {
-        debug_assert!(plan
-            .iter()
-            .all(|p| p.term.slots.iter().all(|&s| (s as usize) < slots)));
+        if self.cells.len() < slots {
+            self.cells.resize(slots, Cell::default());
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped: old stamps could look current again.
+            self.cells.fill(Cell::default());
+            self.generation = 1;
+        }
+        let generation = self.generation;
         self.touched.clear();
+        self.runs.clear();
 
         // rest[j]: the most that terms j.. can add to any slot, infinite while one of
         // them is not strictly ascending (it may list a slot twice, so its bound
@@ -269,7 +283,7 @@ impl Scratch {
         let mut theta = None;
         while next < plan.len() {
             let term = plan[next].term;
-            self.add_all(term, plan[next].ascending);
+            self.add_all(term, generation);
             postings_left -= term.slots.len();
             done += plan[next].bound;
             next += 1;
@@ -309,8 +323,20 @@ impl Scratch {
         self.retain(|r| {
             (r.sum > 0.0) & permitted(allowed, r.slot) & ((r.sum + reach) * slack >= theta)
         });
+        // Galloping needs each run ascending, as is the run of an ascending term.
+        let mut start = 0;
+        for (&end, essential) in self.runs.iter().zip(plan) {
+            if !essential.ascending {
+                self.touched[start..end].sort_unstable_by_key(|r| r.slot);
+            }
+            start = end;
+        }
         for j in next..plan.len() {
-            add_to_candidates(plan[j].term, &mut self.touched);
+            let mut start = 0;
+            for &end in &self.runs {
+                add_to_candidates(plan[j].term, &mut self.touched[start..end]);
+                start = end;
+            }
             if j + 1 < plan.len() && self.touched.len() > k {
                 if let Some(kth) = kth_best(&self.touched, None, k, theta) {
                     theta = theta.max(kth);
@@ -326,116 +352,53 @@ impl Scratch {
         self.best.iter().map(|r| (r.slot, r.sum)).collect()
     }
 
-    /// Adds every posting of `term` to `touched`, which stays by ascending slot: a
-    /// term whose slots are not ascending is sorted first (a slot's postings keep
-    /// their order, so its sum is added up in the same order).
-    fn add_all(&mut self, term: &Term<'_>, ascending: bool) {
-        if ascending {
-            merge_strict(&self.touched, term, &mut self.merged);
-        } else {
-            self.sorted.clear();
-            self.sorted
-                .extend(term.slots.iter().copied().zip(term.weights.iter().copied()));
-            self.sorted.sort_by_key(|&(slot, _)| slot); // stable
-            merge(
-                &self.touched,
-                self.sorted.iter().copied(),
-                term.idf,
-                &mut self.merged,
-            );
+    /// Adds every posting of `term`: a slot it is first to touch is stamped and
+    /// appended to `touched` (a new run, ascending if the term's slots are).
+    /// Without branches: whether a slot is new is as good as random for a common
+    /// term, and mispredicting it cost more than the memory access.
+    fn add_all(&mut self, term: &Term<'_>, generation: u32) {
+        let cells = self.cells.as_mut_slice();
+        let mut len = self.touched.len();
+        let blank = Ranked { slot: 0, sum: 0.0 };
+        self.touched.resize(len + term.slots.len(), blank);
+        let touched = self.touched.as_mut_slice();
+        for (&s, &w) in term.slots.iter().zip(term.weights) {
+            debug_assert!((s as usize) < cells.len());
+            // SAFETY: `top_k` checked every slot against `slots`, and `cells`
+            // holds at least `slots` entries.
+            let cell = unsafe { cells.get_unchecked_mut(s as usize) };
+            let fresh = cell.stamp != generation;
+            // A new slot goes at the end (`len`, not yet used).
+            let at = if fresh { len } else { cell.at as usize };
+            let entry = &mut touched[at];
+            entry.sum = if fresh { 0.0 } else { entry.sum } + term.idf * w;
+            entry.slot = s;
+            // Fits: at most one entry per slot, and slots are u32.
+            *cell = Cell {
+                stamp: generation,
+                at: at as u32,
+            };
+            len += fresh as usize;
         }
-        std::mem::swap(&mut self.touched, &mut self.merged);
+        self.touched.truncate(len);
+        self.runs.push(len);
     }
 
-    /// Keeps the entries of `touched` that pass `keep`, in order.
+    /// Keeps the entries of `touched` that pass `keep`, in order and runs.
     /// Without branches: which pass is as good as random.
     fn retain(&mut self, keep: impl Fn(&Ranked) -> bool) {
         let touched = self.touched.as_mut_slice();
-        let mut len = 0;
-        for i in 0..touched.len() {
-            let r = touched[i];
-            touched[len] = r;
-            len += keep(&r) as usize;
+        let (mut len, mut start) = (0, 0);
+        for end in self.runs.iter_mut() {
+            for i in start..*end {
+                let r = touched[i];
+                touched[len] = r;
+                len += keep(&r) as usize;
+            }
+            (start, *end) = (*end, len);
         }
         self.touched.truncate(len);
     }
-}
-
-/// [`merge`] for a term whose slots are strictly ascending, without branches: which
-/// list the next slot comes from is as good as random for a common term, and
-/// mispredicting it cost more than the moves.
-fn merge_strict(from: &[Ranked], term: &Term<'_>, out: &mut Vec<Ranked>) {
-    let (slots, weights, idf) = (term.slots, term.weights, term.idf);
-    out.clear();
-    out.resize(from.len() + slots.len(), Ranked { slot: 0, sum: 0.0 });
-    let dst = out.as_mut_slice();
-    let (mut i, mut j, mut len) = (0, 0, 0);
-    while i < from.len() && j < slots.len() {
-        let (a, b) = (from[i], slots[j]);
-        let add = idf * weights[j];
-        // Three cases, one store: `a` alone, the posting alone, or both added.
-        let (a_first, b_first) = (a.slot < b, b < a.slot);
-        let old = if b_first { 0.0 } else { a.sum };
-        let sum = if a_first { a.sum } else { old + add };
-        dst[len] = Ranked {
-            slot: if a_first { a.slot } else { b },
-            sum,
-        };
-        i += !b_first as usize;
-        j += !a_first as usize;
-        len += 1;
-    }
-    for &r in &from[i..] {
-        dst[len] = r;
-        len += 1;
-    }
-    for (&slot, &weight) in slots[j..].iter().zip(&weights[j..]) {
-        dst[len] = Ranked {
-            slot,
-            sum: 0.0 + idf * weight,
-        };
-        len += 1;
-    }
-    out.truncate(len);
-}
-
-/// Sets `out` to `from` (by ascending slot) with `idf * weight` of each posting
-/// added to its slot's sum, by ascending slot; `postings` come by ascending slot,
-/// repeats next to each other. A slot new to `from` starts at `0.0`.
-fn merge(
-    from: &[Ranked],
-    postings: impl ExactSizeIterator<Item = (u32, f32)>,
-    idf: f32,
-    out: &mut Vec<Ranked>,
-) {
-    out.clear();
-    out.reserve(from.len() + postings.len());
-    let mut i = 0;
-    for (slot, weight) in postings {
-        let add = idf * weight;
-        while i < from.len() && from[i].slot < slot {
-            out.push(from[i]);
-            i += 1;
-        }
-        match out.last_mut() {
-            // The same slot again, in a term that lists it twice.
-            Some(last) if last.slot == slot => last.sum += add,
-            _ => {
-                let old = match from.get(i) {
-                    Some(r) if r.slot == slot => {
-                        i += 1;
-                        r.sum
-                    }
-                    _ => 0.0,
-                };
-                out.push(Ranked {
-                    slot,
-                    sum: old + add,
-                });
-            }
-        }
-    }
-    out.extend_from_slice(&from[i..]);
 }
 
 /// Adds the postings of `term` (slots strictly ascending) that hit a candidate
