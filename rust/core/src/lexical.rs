@@ -171,10 +171,13 @@ pub fn top_k(
         }
         scans.push(scan);
     }
-    let bounds: Vec<f32> = scans.iter().map(|s| s.bound).collect();
-    let ascending: Vec<bool> = scans.iter().map(|s| s.ascending).collect();
     let prune = scans.iter().all(|s| s.monotone);
-    Ok(ranked(terms, &bounds, &ascending, slots, allowed, k, prune))
+    let plan = terms.iter().zip(&scans).map(|(term, scan)| Planned {
+        term,
+        bound: scan.bound,
+        ascending: scan.ascending,
+    });
+    Ok(ranked(plan.collect(), slots, allowed, k, prune))
 }
 
 /// [`top_k`] for postings kept in a known shape, which need no pass over them first:
@@ -197,40 +200,36 @@ pub(crate) fn top_k_known(
         debug_assert!(!scan.too_high && scan.ascending && scan.monotone);
         debug_assert_eq!(scan.bound.to_bits(), bound.to_bits());
     }
-    let ascending = vec![true; terms.len()];
-    ranked(terms, bounds, &ascending, slots, allowed, k, true)
+    let plan = terms.iter().zip(bounds).map(|(term, &bound)| Planned {
+        term,
+        bound,
+        ascending: true,
+    });
+    ranked(plan.collect(), slots, allowed, k, true)
 }
 
-/// The ranking of terms whose bounds and order are known; see [`top_k`].
+/// The ranking of the terms in `plan` (in the caller's order, with what is known of
+/// each); see [`top_k`].
 fn ranked(
-    terms: &[Term<'_>],
-    bounds: &[f32],
-    ascending: &[bool],
+    mut plan: Vec<Planned<'_, '_>>,
     slots: usize,
     allowed: Option<&[bool]>,
     k: usize,
     prune: bool,
 ) -> Vec<(u32, f32)> {
-    if k == 0 || terms.is_empty() {
+    if k == 0 || plan.is_empty() {
         return Vec::new();
     }
-    let mut order: Vec<usize> = (0..terms.len()).collect();
-    order.sort_by(|&a, &b| bounds[b].total_cmp(&bounds[a]).then(a.cmp(&b)));
-    let plan: Vec<Planned<'_, '_>> = order
-        .iter()
-        .map(|&i| Planned {
-            term: &terms[i],
-            bound: bounds[i],
-            ascending: ascending[i],
-        })
-        .collect();
+    // Highest bound first; a stable sort keeps ties in the caller's order.
+    plan.sort_by(|a, b| b.bound.total_cmp(&a.bound));
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         scratch.top_k(&plan, slots, allowed, k, prune)
     })
 }
 
-/// A term in summing order, with what its scan found.
+/// A term with its bound and whether its slots ascend, as its scan found or its
+/// index knows.
 struct Planned<'t, 'a> {
     term: &'t Term<'a>,
     bound: f32,
