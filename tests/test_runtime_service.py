@@ -223,16 +223,25 @@ def test_generation_stops_when_the_deadline_passes(api: Api, daemon: DaemonProce
     timeout = (time.monotonic() - started) / 4
     assert full.completion_tokens > 100
 
-    before = ended()
-    # The client sees DEADLINE_EXCEEDED, or, when the daemon notices the deadline a
-    # moment first, a stream that ends early with finish reason "deadline".
-    try:
-        replies = list(api.generate.Generate(request, timeout=timeout))
-    except grpc.RpcError as exc:
-        assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # A slow moment of the machine while timing can make the quarter long enough for a
+    # whole generation; then the call ends normally, and a shorter deadline is tried.
+    for _ in range(4):
+        before = ended()
+        # The client sees DEADLINE_EXCEEDED, or, when the daemon notices the deadline a
+        # moment first, a stream that ends early with finish reason "deadline".
+        try:
+            replies = list(api.generate.Generate(request, timeout=timeout))
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            break
+        if replies[-1].finish_reason == "deadline":
+            assert replies[-1].completion_tokens < full.completion_tokens
+            break
+        assert replies[-1].finish_reason == full.finish_reason
+        assert replies[-1].completion_tokens == full.completion_tokens
+        timeout /= 2
     else:
-        assert replies[-1].finish_reason == "deadline"
-        assert replies[-1].completion_tokens < full.completion_tokens
+        pytest.fail("no generation was cut short by its deadline")
     deadline = time.monotonic() + 30
     while ended() == before and time.monotonic() < deadline:
         time.sleep(0.1)
