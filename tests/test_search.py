@@ -247,11 +247,11 @@ def test_stale_apply_is_ignored(world: World) -> None:
     cube = world.cube("c")
     (v1,) = world.add(cube, ["first words"])
     world.update(v1, content="second words")
-    world.engine.apply([v1])  # a late call with the older head
+    world.engine.apply(1, [v1])  # a late call with the older head
     assert world.search(cube, "first", mode="LEXICAL") == []
     assert world.search(cube, "second", mode="LEXICAL") == ["second words"]
     world.store.purge(cube, v1.id)
-    world.engine.apply([v1])
+    world.engine.apply(1, [v1])
     assert len(world.engine) == 0
 
 
@@ -286,6 +286,39 @@ def test_snapshot_round_trip_and_catch_up(world: World) -> None:
     assert after["LEXICAL"][0] == before["LEXICAL"][0] == recs[17].content
     assert not {recs[0].content, recs[1].content} & set(after["LEXICAL"] + after["VECTOR"])
     assert after["VECTOR"][:3] == before["VECTOR"][:3]
+
+
+def test_snapshot_reads_no_heads_the_engine_has_taken(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, [f"memory {i}" for i in range(50)])
+    assert world.engine.seq == world.store.seq  # every commit taken as it happened
+    reads: list[int] = []
+    head_by_key = world.store.head_by_key
+    monkeypatch.setattr(
+        world.store, "head_by_key", lambda key: reads.append(key) or head_by_key(key)
+    )
+    world.engine.snapshot()
+    assert reads == []
+
+
+def test_snapshot_catches_up_after_a_commit_failed_to_apply(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, ["first words"])
+    taken = world.engine.seq
+    with monkeypatch.context() as patch:
+        patch.setattr(world.engine, "_add_vectors", lambda records: 1 / 0)
+        world.add(cube, ["zebras at noon"])  # durable; its listener failed
+    world.add(cube, ["giraffes at dusk"])
+    assert world.engine.seq == taken  # behind: a later commit does not move it on
+    assert world.search(cube, "zebras", mode="VECTOR", top_k=1) != ["zebras at noon"]
+    world.engine.snapshot()
+    assert world.engine.seq == world.store.seq
+    assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == ["zebras at noon"]
+    assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["giraffes at dusk"]
 
 
 @pytest.mark.parametrize("damage", ["manifest", "graph", "missing"])

@@ -112,13 +112,17 @@ def test_changes_since_lists_each_head_change(store: Store) -> None:
 
 
 def test_subscribers_get_commits_in_order(store: Store) -> None:
-    seen: list[tuple[list[int], list[int]]] = []
-    store.subscribe(lambda heads, removed: seen.append(([h.version for h in heads], list(removed))))
+    seen: list[tuple[int, list[int], list[int]]] = []
+    store.subscribe(
+        lambda seq, heads, removed: seen.append((seq, [h.version for h in heads], list(removed)))
+    )
     cube = store.create_cube("c", now=0.0)
     [m] = store.add_memories(cube.id, [MemoryDraft("a")], None, now=0.0)
+    added = store.seq
     store.commit_version(cube.id, m.id, edit("b"), now=1.0)
     store.purge(cube.id, m.id)
-    assert seen == [([1], []), ([2], []), ([], [m.key])]
+    assert seen == [(added, [1], []), (added + 1, [2], []), (added + 2, [], [m.key])]
+    assert store.seq == added + 2
 
 
 def test_delete_cube_removes_its_memories_only(store: Store) -> None:
@@ -167,7 +171,7 @@ def test_expire_due_and_access_stats(store: Store) -> None:
     assert store.expire_due(now=15.0, limit=100) == []  # once only
     heads_seen: list[MemoryRecord] = []
     totals_seen: list[dict[int, tuple[int, float | None]]] = []
-    store.subscribe(lambda heads, removed: heads_seen.extend(heads))
+    store.subscribe(lambda _seq, heads, removed: heads_seen.extend(heads))
     store.subscribe_access(lambda totals: totals_seen.append(dict(totals)))
     store.record_access({never.key: (3, 7.0), soon.key: (1, 8.0)})
     # No head is rewritten: access subscribers get the new totals.

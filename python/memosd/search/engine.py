@@ -1,7 +1,7 @@
 """SearchEngine: the vector and lexical indexes of every cube, kept in step with the store.
 
 Contract with the store side (memosd.store and the operation layer):
-- after every committed write the operation layer calls ``apply(heads, removed_keys)``;
+- after every committed write the store calls ``apply(seq, heads, removed_keys)``;
 - ``snapshot()`` on graceful shutdown and periodically; ``open()`` at start.
 
 Consistency. The doc table and the BM25 index are rebuilt from the store's
@@ -82,6 +82,9 @@ class SearchEngine:
         self._dirty: set[str] = set()  # cubes whose graph changed since it was saved
         self._purged: set[int] = set()
         self._seq = 0  # every store change up to this seq is in the indexes
+        # A commit that failed to apply leaves _seq where it was, until a snapshot
+        # catches up from the store.
+        self._behind = False
         self._lock = threading.Lock()  # doc table and lexical index
         self._vector_lock = threading.Lock()  # graph writers (searches need no lock)
 
@@ -127,6 +130,7 @@ class SearchEngine:
         with self._vector_lock:
             seq = self.store.seq
             self._catch_up()
+            self._behind = False
             stems = {}
             for i, (cube_id, cube) in enumerate(self._cubes.items()):
                 stem = self._saved.get(cube_id)
@@ -159,10 +163,23 @@ class SearchEngine:
         self.store.subscribe(self.apply)
         self.store.subscribe_access(self.apply_access)
 
-    def apply(self, records: Sequence[MemoryRecord], removed_keys: Sequence[int] = ()) -> None:
-        """Take committed heads (any state) and purged keys into the indexes."""
+    def apply(
+        self, seq: int, records: Sequence[MemoryRecord], removed_keys: Sequence[int] = ()
+    ) -> None:
+        """Take the heads (any state) and purged keys of commit ``seq`` into the indexes.
+
+        Commits arrive in order, so once one is in, every change up to its seq is in:
+        the next snapshot catches up from there rather than from the last snapshot (a
+        read of every head changed since, under this lock, which held writes up for
+        seconds after a big ingest)."""
         with self._vector_lock:
-            self._take(records, removed_keys)
+            try:
+                self._take(records, removed_keys)
+            except BaseException:
+                self._behind = True
+                raise
+            if not self._behind:
+                self._seq = max(self._seq, seq)
 
     def apply_access(self, totals: Mapping[int, tuple[int, float | None]]) -> None:
         """Take the new access statistics of a store flush into the heads held."""
@@ -172,11 +189,16 @@ class SearchEngine:
                 for key, (count, last_at) in chunk:
                     self._table.set_access(key, count, last_at)
 
-    def _take(self, heads: Iterable[MemoryRecord], removed: Sequence[int]) -> None:
+    def _take(
+        self, heads: Iterable[MemoryRecord], removed: Sequence[int], redo: bool = False
+    ) -> None:
         """Index ``heads`` and forget ``removed`` (the caller holds _vector_lock).
 
         Only plaintext memories are searchable: activation and parametric items
         carry a description, not text to retrieve, so their heads count as removed.
+        A head whose content the doc table already holds is not indexed again, unless
+        ``redo``: after a failed call the table may hold a head whose text or vector
+        never reached the indexes.
         """
         needs_vector: list[MemoryRecord] = []
         with self._lock:
@@ -198,7 +220,7 @@ class SearchEngine:
                     if old is not None and old.version > rec.version:
                         continue  # a later head is already in
                     slot = self._table.put(rec)
-                    if old is None or old.content != rec.content:
+                    if redo or old is None or old.content != rec.content:
                         self._lexical.upsert(slot, rec.content)
                         needs_vector.append(rec)
         self._delete_vectors(removed)
@@ -246,7 +268,7 @@ class SearchEngine:
             self._dirty.add(cube_id)
 
     def _catch_up(self) -> None:
-        """Apply every change after ``self._seq`` (idempotent; the caller holds _vector_lock)."""
+        """Index again every head changed after ``self._seq`` (the caller holds _vector_lock)."""
         keys = {key for _, key in self.store.changes_since(self._seq)}
         heads, removed = [], []
         for key in keys:
@@ -255,7 +277,7 @@ class SearchEngine:
                 removed.append(key)
             else:
                 heads.append(head)
-        self._take(heads, removed)
+        self._take(heads, removed, redo=True)
 
     def _reconcile(self, cube_id: str, changed: set[int]) -> None:
         """Make the cube's graph hold exactly the table's keys of that cube, current vectors."""

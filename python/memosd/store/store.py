@@ -62,7 +62,8 @@ SCHEMA_VERSION = 2
 SCAN_CHUNK = 1024
 
 T = TypeVar("T")
-Listener = Callable[[Sequence[MemoryRecord], Sequence[int]], None]
+# Gets the commit's seq, its changed heads and its purged keys.
+Listener = Callable[[int, Sequence[MemoryRecord], Sequence[int]], None]
 # Gets {memory key: (access count, last access)}, the new totals of one flush.
 AccessListener = Callable[[Mapping[int, tuple[int, float | None]]], None]
 # Makes the next version of a memory from its head; the second argument reads
@@ -99,7 +100,8 @@ class Store:
         self.close()
 
     def subscribe(self, listener: Listener) -> None:
-        """Call ``listener(changed_heads, purged_keys)`` after every committed change."""
+        """Call ``listener(seq, changed_heads, purged_keys)`` after every commit that
+        changes memories, in commit order."""
         self._listeners.append(listener)
 
     def subscribe_access(self, listener: AccessListener) -> None:
@@ -469,7 +471,7 @@ class Store:
             if w.changed or w.removed:
                 changed, removed = list(w.changed.values()), list(w.removed)
                 for listener in self._listeners:
-                    self._notify(w.seq, listener, changed, removed)
+                    self._notify(w.seq, listener, w.seq, changed, removed)
             if w.accessed:
                 for access_listener in self._access_listeners:
                     self._notify(w.seq, access_listener, w.accessed)
