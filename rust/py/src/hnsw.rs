@@ -13,10 +13,10 @@ use numpy::{
     Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use std::path::PathBuf;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HnswIndex>()?;
@@ -89,14 +89,19 @@ pub struct HnswIndex {
 }
 
 impl HnswIndex {
-    // A panic cannot happen while the lock is held (no core call panics on user
-    // input), so a poisoned lock still guards a consistent index.
     fn read(&self) -> RwLockReadGuard<'_, CoreIndex> {
-        self.inner.read().unwrap_or_else(|e| e.into_inner())
+        self.inner.read()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, CoreIndex> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    /// Runs `change` under the write lock, then hands the lock to the threads waiting
+    /// for it (searches, mostly) before this one can take it again: a writer that adds
+    /// batch after batch would otherwise win the race for the lock each time, and a
+    /// search (the daemon's event loop) would wait for all of them.
+    fn write<T>(&self, change: impl FnOnce(&mut CoreIndex) -> T) -> T {
+        let mut index = self.inner.write();
+        let result = change(&mut index);
+        RwLockWriteGuard::unlock_fair(index);
+        result
     }
 }
 
@@ -135,7 +140,7 @@ impl HnswIndex {
             let msg = format!("expected {} rows (one per id), got {rows}", ids.len());
             return Err(PyErrWrap(Error::invalid("vectors", msg)).into());
         }
-        py.detach(|| self.write().add(&ids, &vectors))
+        py.detach(|| self.write(|index| index.add(&ids, &vectors)))
             .map_err(|e| PyErrWrap(e).into())
     }
 
@@ -175,7 +180,7 @@ impl HnswIndex {
 
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
         let ids = id_array("ids", ids)?;
-        Ok(py.detach(|| self.write().delete(&ids)))
+        Ok(py.detach(|| self.write(|index| index.delete(&ids))))
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> CoreResult<()> {

@@ -1,0 +1,125 @@
+"""Search latency while memories are being added, against the same searches idle.
+
+    python bench/bench_search_during_ingest.py [--size 50000] [--ingest 20000]
+        [--out bench/out/search_during_ingest.json]
+
+The daemon's write path in process, as in the daemon: a ``Store`` with a
+``SearchEngine`` following it, filled with ``--size`` LoCoMo-derived memories (as
+bench_daemon.py makes them, with precomputed vectors). One thread then searches
+(VECTOR, top_k 10, a stored vector plus noise as the query, 2 ms apart, as the
+daemon's event loop would between requests) for 5 s with nothing else running, and
+again while a second thread adds ``--ingest`` more memories in batches of 1,000 (an
+AddMemories call each: store commit, then the doc table, BM25 and graph inserts).
+A search shares the engine's lock and the graph's lock with the ingest; what it
+waits for shows in the tail. Prints both rows and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_daemon import base_vectors, corpus, memory_text, perturbed
+from memosd.embedder import Embedder
+from memosd.search import SearchEngine, SearchFilter, SearchQuery
+from memosd.store import MemoryDraft, Store
+
+BATCH = 1000
+
+
+def searches(
+    engine: SearchEngine, cube: str, queries: np.ndarray, stop: Callable[[], bool]
+) -> np.ndarray:
+    """Milliseconds of each search made until ``stop()``."""
+    out = []
+    i = 0
+    while not stop():
+        query = SearchQuery((cube,), "q", 10, "VECTOR", SearchFilter())
+        started = time.perf_counter()
+        engine.search_embedded(query, queries[i % len(queries)])
+        out.append(time.perf_counter() - started)
+        i += 1
+        time.sleep(0.002)
+    return np.array(out) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--locomo", type=Path, default=Path("../shared/data/locomo"))
+    parser.add_argument("--size", type=int, default=50_000)
+    parser.add_argument("--ingest", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=Path("bench/out/search_during_ingest.json"))
+    args = parser.parse_args()
+    turns, _ = corpus(args.locomo)
+    embedder = Embedder.default()
+    base = base_vectors(embedder, [t["content"] for t in turns], args.out.parent)
+    total = args.size + args.ingest
+    vectors = perturbed(base, total, np.random.default_rng(7))
+    queries = perturbed(vectors[: args.size], 2000, np.random.default_rng(1))
+    drafts = [MemoryDraft(content=memory_text(turns, i)) for i in range(total)]
+
+    with tempfile.TemporaryDirectory(prefix="memosd-bench-") as tmp:
+        store = Store(Path(tmp) / "store")
+        engine = SearchEngine(Path(tmp) / "index", store, embedder)
+        engine.open()
+        engine.follow()
+        cube = store.create_cube("bench", time.time()).id
+
+        def add(lo: int, hi: int) -> None:
+            for s in range(lo, hi, BATCH):
+                e = min(s + BATCH, hi)
+                store.add_memories(cube, drafts[s:e], vectors[s:e], time.time())
+
+        print(f"filling {args.size:,} memories ...", flush=True)
+        add(0, args.size)
+        end = time.monotonic() + 5
+        idle = searches(engine, cube, queries, lambda: time.monotonic() > end)
+        done = threading.Event()
+
+        def ingest() -> None:
+            try:
+                add(args.size, total)
+            finally:
+                done.set()
+
+        started = time.perf_counter()
+        writer = threading.Thread(target=ingest)
+        writer.start()
+        busy = searches(engine, cube, queries, done.is_set)
+        writer.join()
+        rate = args.ingest / (time.perf_counter() - started)
+        store.close()
+
+    rows = {"idle": idle, "during ingest": busy}
+    stats = {
+        name: {
+            "n": len(ms),
+            "p50": float(np.percentile(ms, 50)),
+            "p99": float(np.percentile(ms, 99)),
+            "max": float(ms.max()),
+        }
+        for name, ms in rows.items()
+    }
+    print(f"\n{'searches':>14} {'n':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    for name, s in stats.items():
+        print(f"{name:>14} {s['n']:>6} {s['p50']:>8.2f} {s['p99']:>8.2f} {s['max']:>8.1f}")
+    ratio = {k: stats["during ingest"][k] / stats["idle"][k] for k in ("p50", "p99", "max")}
+    print(f"{'ratio':>14} {'':>6} {ratio['p50']:>8.2f} {ratio['p99']:>8.2f} {ratio['max']:>8.1f}")
+    print(f"ingest of {args.ingest:,} memories beside the searches: {rate:,.0f}/s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"searches": stats, "ingest_per_s": rate}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
