@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import logging
 import select
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -574,32 +573,3 @@ def test_a_big_batch_is_indexed_a_chunk_at_a_time(world: World) -> None:
     assert len(holds) >= 3  # 300 heads, at most 128 per hold
     world.engine._lock = lock
     assert world.search(cube, "note", mode="LEXICAL", top_k=500)[:1] and len(world.engine) == 300
-
-
-def test_a_waiting_thread_takes_the_lock_between_chunks() -> None:
-    from memosd.search.engine import _held_in_chunks
-
-    lock = threading.Lock()
-    done: list[int] = []
-    taken_after: list[int] = []
-
-    def waiter() -> None:
-        with lock:
-            taken_after.append(len(done))
-
-    # A long switch interval: the GIL changes hands only when a thread lets it go, as
-    # it does under load when the waiter is slow to be scheduled.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)
-    try:
-        thread = threading.Thread(target=waiter)
-        for i, chunk in enumerate(_held_in_chunks(lock, range(200), 2)):
-            if i == 0:
-                thread.start()
-                time.sleep(0.05)  # the waiter is now blocked on the lock
-            done.append(len(chunk))
-        thread.join()
-    finally:
-        sys.setswitchinterval(interval)
-    assert sum(done) == 200
-    assert taken_after[0] < 10  # not after all 100 chunks
