@@ -52,8 +52,8 @@ Hits = list[tuple["MemoryRecord", float]]  # best first
 HYBRID_CANDIDATES = 50
 T = TypeVar("T")
 # Vectors per graph insert. A search waits for the insert under way (the graph's
-# write lock hands over to waiting searches between two inserts): at 100k vectors,
-# 128 take about 15-40 ms, a batch of 1,000 took 110-250.
+# write lock hands over to waiting searches between two inserts): at 50k vectors,
+# 128 took 15-20 ms on average, a batch of 1,000 took 110-125.
 _ADD_BATCH = 128
 # Heads indexed per hold of the engine lock (about 2 ms of work).
 _LOCK_CHUNK = 128
