@@ -95,8 +95,8 @@ impl HnswIndex {
 
     /// Runs `change` under the write lock, then hands the lock to the threads waiting
     /// for it (searches, mostly) before this one can take it again: a writer that adds
-    /// batch after batch would otherwise win the race for the lock each time, and a
-    /// search (the daemon's event loop) would wait for all of them.
+    /// batch after batch would otherwise often win the race for the lock, and a search
+    /// (the daemon's event loop) would wait for several batches.
     fn write<T>(&self, change: impl FnOnce(&mut CoreIndex) -> T) -> T {
         let mut index = self.inner.write();
         let result = change(&mut index);
