@@ -20,6 +20,15 @@ MISSING_ID: Final[int]
 exist (its distance is ``+inf``). It cannot be added as an id."""
 
 @final
+class HnswImage:
+    """An ``HnswIndex`` serialised at one moment (``HnswIndex.image``)."""
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the image to ``path`` atomically, as ``HnswIndex.save`` does."""
+
+    def __len__(self) -> int:
+        """Bytes of the serialised index."""
+
 class IdFilter:
     """A reusable set of ids for ``HnswIndex.search(allowed=...)``. The slots it
     resolves to are cached per index state, so repeated searches skip the lookups."""
@@ -80,7 +89,12 @@ class HnswIndex:
         Deleted ids are never returned; their slots are reused by later adds."""
 
     def save(self, path: str | PathLike[str]) -> None:
-        """Write the index to ``path`` atomically (versioned, CRC-32 checked)."""
+        """Write the index to ``path`` atomically (versioned, CRC-32 checked). Adds
+        wait only while the index is copied, not while the file is written."""
+
+    def image(self) -> HnswImage:
+        """The index serialised as it is now, for ``HnswImage.save`` later: a
+        caller can take a consistent copy under its own lock and write it after."""
 
     @staticmethod
     def load(path: str | PathLike[str]) -> HnswIndex:

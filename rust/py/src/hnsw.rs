@@ -5,7 +5,7 @@
 
 use crate::error::{CoreResult, PyErrWrap};
 use memosd_core::hnsw::{
-    Allowed, HnswIndex as CoreIndex, IdFilter as CoreFilter, Metric, Params, MISSING_ID,
+    write_file, Allowed, HnswIndex as CoreIndex, IdFilter as CoreFilter, Metric, Params, MISSING_ID,
 };
 use memosd_core::Error;
 use numpy::ndarray::{Array2, Dimension, ShapeError};
@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HnswIndex>()?;
+    m.add_class::<HnswImage>()?;
     m.add_class::<IdFilter>()?;
     m.add("MISSING_ID", MISSING_ID)?;
     Ok(())
@@ -78,6 +79,24 @@ fn row_array(field: &str, obj: &Bound<'_, PyAny>, dim: usize) -> PyResult<(Vec<f
         return Err(invalid(field, &expected, obj));
     }
     Ok((row_major(arr), shape[0]))
+}
+
+/// An index serialised at one moment (`HnswIndex.image`), to be written later.
+#[pyclass(frozen, module = "memosd._native")]
+pub struct HnswImage {
+    bytes: Vec<u8>,
+}
+
+#[pymethods]
+impl HnswImage {
+    fn save(&self, py: Python<'_>, path: PathBuf) -> CoreResult<()> {
+        py.detach(|| write_file(&path, &self.bytes))?;
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.bytes.len()
+    }
 }
 
 /// Approximate nearest-neighbour index (HNSW). See `_native.pyi` for the contract.
@@ -183,9 +202,15 @@ impl HnswIndex {
         Ok(py.detach(|| self.write(|index| index.delete(&ids))))
     }
 
+    /// Serialises under the read lock only: adds wait for the copy, not for the disk.
     fn save(&self, py: Python<'_>, path: PathBuf) -> CoreResult<()> {
-        py.detach(|| self.read().save(&path))?;
-        Ok(())
+        self.image(py).save(py, path)
+    }
+
+    fn image(&self, py: Python<'_>) -> HnswImage {
+        HnswImage {
+            bytes: py.detach(|| self.read().to_bytes()),
+        }
     }
 
     #[staticmethod]

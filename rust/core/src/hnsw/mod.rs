@@ -19,6 +19,7 @@ mod search;
 
 pub use distance::Metric;
 pub use filter::{AllowedSlots, IdFilter};
+pub use persist::write_file;
 
 use crate::error::{Error, Result};
 use distance::DistanceFn;

@@ -22,18 +22,7 @@ const VERSION: u32 = 1;
 impl HnswIndex {
     /// Writes the index to `path` atomically (a temporary file renamed over it).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = self.to_bytes();
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = Path::new(&tmp);
-        let written = fs::File::create(tmp)
-            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
-            .and_then(|()| fs::rename(tmp, path));
-        if written.is_err() {
-            // Best effort: a failed save leaves neither a partial file nor the old one damaged.
-            let _ = fs::remove_file(tmp);
-        }
-        Ok(written?)
+        write_file(path, &self.to_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -43,7 +32,10 @@ impl HnswIndex {
     pub fn to_bytes(&self) -> Vec<u8> {
         let g = &self.graph;
         let p = &self.params;
-        let mut out = Vec::with_capacity(64 + g.vectors.len() * 4 + g.links0.len() * 4);
+        let words =
+            g.vectors.len() + g.links0.len() + g.upper.iter().map(|b| b.len()).sum::<usize>();
+        // Header, 10 bytes per slot, the words, the checksum: one allocation.
+        let mut out = Vec::with_capacity(64 + 10 * g.slots() + 4 * words + 4);
         out.extend_from_slice(MAGIC);
         put_u32(&mut out, VERSION);
         put_u32(&mut out, p.dim as u32);
@@ -61,11 +53,20 @@ impl HnswIndex {
             out.push(g.levels[slot]);
             out.push(self.deleted[slot] as u8);
         }
-        for v in &g.vectors {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for w in g.links0.iter().chain(g.upper.iter().flat_map(|b| b.iter())) {
-            put_u32(&mut out, w.load(Relaxed));
+        // The bulk of the file, written through fixed 4-byte chunks of a buffer sized
+        // once: the compiler turns these loops into wide copies, where a push per
+        // value (a capacity check each) ran at under 1 GB/s, and a snapshot holds the
+        // index's read lock while this runs.
+        put_words(&mut out, g.vectors.iter().map(|v| v.to_le_bytes()));
+        put_words(
+            &mut out,
+            g.links0.iter().map(|w| w.load(Relaxed).to_le_bytes()),
+        );
+        for block in &g.upper {
+            put_words(
+                &mut out,
+                block.iter().map(|w| w.load(Relaxed).to_le_bytes()),
+            );
         }
         let crc = crc32fast::hash(&out);
         put_u32(&mut out, crc);
@@ -168,6 +169,32 @@ impl HnswIndex {
 
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("HNSW index: {what}"))
+}
+
+/// Writes `bytes` (an index's `to_bytes`) to `path` atomically: a temporary file,
+/// synced, renamed over it. Apart from the index, so that a caller can serialise
+/// under its lock and leave the disk to after it.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = Path::new(&tmp);
+    let written = fs::File::create(tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|()| fs::rename(tmp, path));
+    if written.is_err() {
+        // Best effort: a failed save leaves neither a partial file nor the old one damaged.
+        let _ = fs::remove_file(tmp);
+    }
+    Ok(written?)
+}
+
+/// Appends the 4-byte `words`.
+fn put_words(out: &mut Vec<u8>, words: impl ExactSizeIterator<Item = [u8; 4]>) {
+    let start = out.len();
+    out.resize(start + 4 * words.len(), 0);
+    for (dst, word) in out[start..].chunks_exact_mut(4).zip(words) {
+        dst.copy_from_slice(&word);
+    }
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
