@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import logging
 import select
 import threading
@@ -33,6 +34,7 @@ from memosd.search import SearchEngine, SearchFilter, SearchQuery
 from memosd.search.doctable import DocTable
 from memosd.search.filter import MaskCache
 from memosd.search.lexical import tokenize
+from memosd.search.vector import CubeImage
 from memosd.store import MemoryDraft, MemoryRecord, Store
 
 DIM = 64
@@ -319,6 +321,101 @@ def test_snapshot_catches_up_after_a_commit_failed_to_apply(
     assert world.engine.seq == world.store.seq
     assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == ["zebras at noon"]
     assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["giraffes at dusk"]
+
+
+class HeldWrites:
+    """Holds every ``CubeImage.save`` of a snapshot until released, or fails them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, fail: bool = False) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        save = CubeImage.save
+
+        def held(image: CubeImage, stem: Path) -> None:
+            self.entered.set()
+            assert self.release.wait(10)
+            if fail:
+                raise OSError("disk full")
+            save(image, stem)
+
+        monkeypatch.setattr(CubeImage, "save", held)
+
+    def snapshot_in_background(self, engine: SearchEngine) -> threading.Thread:
+        thread = threading.Thread(target=engine.snapshot)
+        thread.start()
+        assert self.entered.wait(10)
+        return thread
+
+
+def in_time(call: Callable[[], object], seconds: float = 10) -> None:
+    """Run ``call`` on a thread; fail if it has not returned within ``seconds``."""
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the call waited for the snapshot's files"
+
+
+def test_writes_go_on_while_a_snapshot_writes_its_files(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, ["first words"])
+    held = HeldWrites(monkeypatch)
+    snapshot = held.snapshot_in_background(world.engine)
+    in_time(lambda: world.add(cube, ["zebras written during the snapshot"]))
+    assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == [
+        "zebras written during the snapshot"
+    ]
+    held.release.set()
+    snapshot.join()
+    # The snapshot holds the graph as it was copied, at the seq before the write,
+    # so reopening from it catches the write up from the store.
+    world.store._listeners.clear()
+    world.reopen(snapshot=False)
+    assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == [
+        "zebras written during the snapshot"
+    ]
+
+
+def test_a_failed_snapshot_keeps_the_last_one_and_retries_the_graph(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, ["first words"])
+    world.engine.snapshot()
+    manifest_before = (world.root / "index" / "manifest.json").read_text()
+    world.add(cube, ["giraffes at dusk"])
+    with monkeypatch.context() as patch:
+        held = HeldWrites(patch, fail=True)
+        held.release.set()
+        with pytest.raises(OSError, match="disk full"):
+            world.engine.snapshot()
+    assert (world.root / "index" / "manifest.json").read_text() == manifest_before
+    world.engine.snapshot()  # the graph is still due
+    world.store._listeners.clear()
+    world.reopen(snapshot=False)
+    assert len(world.engine) == 2
+    assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["giraffes at dusk"]
+    graphs = {p.name for p in (world.root / "index").glob("*.hnsw")}
+    assert len(graphs) == 1  # the failed snapshot's files were not kept
+
+
+def test_a_cube_dropped_during_a_snapshot_stays_out_of_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone, kept = world.cube("gone"), world.cube("kept")
+    world.add(gone, ["apples"])
+    world.add(kept, ["cherries"])
+    held = HeldWrites(monkeypatch)
+    snapshot = held.snapshot_in_background(world.engine)
+    world.store.delete_cube(gone)
+    in_time(lambda: world.engine.remove_cube(gone))
+    held.release.set()
+    snapshot.join()
+    cubes = json.loads((world.root / "index" / "manifest.json").read_text())["cubes"]
+    assert list(cubes) == [kept]
+    world.reopen(snapshot=False)
+    assert world.search(kept, "cherries", mode="VECTOR", top_k=1) == ["cherries"]
 
 
 @pytest.mark.parametrize("damage", ["manifest", "graph", "missing"])

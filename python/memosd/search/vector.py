@@ -12,6 +12,7 @@ with the store by set difference.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import numpy as np
 from memosd.errors import CorruptDataError
 
 if TYPE_CHECKING:
-    from memosd._native import HnswIndex
+    from memosd._native import HnswImage, HnswIndex
 
 M = 16
 # 100 rather than the index benchmark's 200: inserts (on the write path of every
@@ -29,6 +30,19 @@ M = 16
 EF_CONSTRUCTION = 100
 MIN_EF_SEARCH = 64
 NO_ID = np.uint64(2**64 - 1)
+
+
+@dataclass(frozen=True)
+class CubeImage:
+    """A cube's graph serialised at one moment, with the keys it held then."""
+
+    graph: HnswImage
+    keys: np.ndarray
+
+    def save(self, stem: Path) -> None:
+        """Write ``stem.hnsw`` and ``stem.keys.npy``."""
+        self.graph.save(str(stem.with_suffix(".hnsw")))
+        np.save(stem.with_suffix(".keys.npy"), self.keys)
 
 
 class CubeVectors:
@@ -70,13 +84,11 @@ class CubeVectors:
         found = ids[0] != NO_ID
         return ids[0][found], 1.0 - dist[0][found].astype(np.float64)
 
-    def save(self, stem: Path) -> list[Path]:
-        """Write ``stem.hnsw`` and ``stem.keys.npy``; returns the files written."""
-        graph = stem.with_suffix(".hnsw")
-        keys = stem.with_suffix(".keys.npy")
-        self.index.save(str(graph))
-        np.save(keys, np.fromiter(self.keys, dtype=np.uint64, count=len(self.keys)))
-        return [graph, keys]
+    def image(self) -> CubeImage:
+        """The graph and its keys as they are now, to be written by ``CubeImage.save``
+        (the copy is quick; the disk is left to a moment when no lock is held)."""
+        keys = np.fromiter(self.keys, dtype=np.uint64, count=len(self.keys))
+        return CubeImage(self.index.image(), keys)
 
     @classmethod
     def load(cls, stem: Path, dim: int) -> CubeVectors:
