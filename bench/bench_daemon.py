@@ -168,8 +168,8 @@ def fill_in_process(
     for s in range(0, n, 1000):
         store.add_memories(cube, drafts[s : s + 1000], vectors[s : s + 1000], time.time())
     full_rate = n / (time.perf_counter() - t)
-    # What a periodic or shutdown snapshot costs right after a big ingest (it holds
-    # the graph writers' lock, so writes wait for it).
+    # What a periodic or shutdown snapshot costs right after a big ingest (writes
+    # wait while it copies the graph, not while it writes the files).
     t = time.perf_counter()
     engine.snapshot()
     snapshot_s = time.perf_counter() - t
