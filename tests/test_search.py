@@ -252,9 +252,6 @@ def test_stale_apply_is_ignored(world: World) -> None:
     world.engine.apply(1, [v1])  # a late call with the older head
     assert world.search(cube, "first", mode="LEXICAL") == []
     assert world.search(cube, "second", mode="LEXICAL") == ["second words"]
-    world.store.purge(cube, v1.id)
-    world.engine.apply(1, [v1])
-    assert len(world.engine) == 0
 
 
 def test_remove_cube(world: World) -> None:
@@ -321,6 +318,18 @@ def test_snapshot_catches_up_after_a_commit_failed_to_apply(
     assert world.engine.seq == world.store.seq
     assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == ["zebras at noon"]
     assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["giraffes at dusk"]
+
+
+def test_purged_keys_are_not_kept_once_their_commit_is_taken(world: World) -> None:
+    cube, dropped = world.cube("c"), world.cube("d")
+    recs = world.add(cube, ["alpha", "beta", "gamma"])
+    world.add(dropped, ["delta"])
+    world.store.purge(cube, recs[0].id)
+    world.store.delete_cube(dropped)
+    world.engine.remove_cube(dropped)
+    assert world.engine._purged == set()  # (it grew by every key ever purged)
+    assert sorted(world.search(cube, "alpha beta gamma", mode="LEXICAL")) == ["beta", "gamma"]
+    assert len(world.engine) == 2
 
 
 class HeldWrites:

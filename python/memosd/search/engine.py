@@ -84,6 +84,9 @@ class SearchEngine:
         self._cubes: dict[str, CubeVectors] = {}
         self._saved: dict[str, str] = {}  # cube id -> file stem of its last saved graph
         self._dirty: set[str] = set()  # cubes whose graph changed since it was saved
+        # Keys purged, or of a dropped cube, while a _take may run: heads it read before
+        # the purge must not bring them back. Emptied as each _take ends: commits reach
+        # the engine in order, so a later _take reads no head from before the purge.
         self._purged: set[int] = set()
         self._seq = 0  # every store change up to this seq is in the indexes
         # A commit that failed to apply leaves _seq where it was, until a snapshot
@@ -224,6 +227,15 @@ class SearchEngine:
         ``redo``: after a failed call the table may hold a head whose text or vector
         never reached the indexes.
         """
+        try:
+            self._take_heads(heads, removed, redo)
+        finally:
+            with self._lock:
+                self._purged.clear()
+
+    def _take_heads(
+        self, heads: Iterable[MemoryRecord], removed: Sequence[int], redo: bool
+    ) -> None:
         needs_vector: list[MemoryRecord] = []
         with self._lock:
             for key in removed:
