@@ -12,6 +12,11 @@ again while a second thread adds ``--ingest`` more memories in batches of 1,000 
 AddMemories call each: store commit, then the doc table, BM25 and graph inserts).
 A search shares the engine's lock and the graph's lock with the ingest; what it
 waits for shows in the tail. Prints both rows and their ratio.
+
+Then the same for writes and a snapshot of the index (every 300 s in the daemon):
+AddMemories calls of 50 memories one after another, with nothing else running and
+while ``SearchEngine.snapshot`` writes the graph that the ingest changed. A write
+waits while the snapshot copies the graph, not while it writes the files.
 """
 
 from __future__ import annotations
@@ -86,6 +91,15 @@ def main() -> None:
         idle = searches(engine, cube, queries, lambda: time.monotonic() > end)
         done = threading.Event()
 
+        def small_writes(stop: Callable[[], bool]) -> np.ndarray:
+            """Milliseconds of each AddMemories of 50 memories made until ``stop()``."""
+            out = []
+            while not stop():
+                started = time.perf_counter()
+                store.add_memories(cube, drafts[:50], vectors[:50], time.time())
+                out.append(time.perf_counter() - started)
+            return np.array(out) * 1e3
+
         def ingest() -> None:
             try:
                 add(args.size, total)
@@ -98,6 +112,24 @@ def main() -> None:
         busy = searches(engine, cube, queries, done.is_set)
         writer.join()
         rate = args.ingest / (time.perf_counter() - started)
+
+        engine.snapshot()  # from here on, only what the writes below change is due
+        end = time.monotonic() + 3
+        idle_writes = small_writes(lambda: time.monotonic() > end)
+        add(0, BATCH)  # a graph to save
+        snapshot_s: list[float] = []
+        snapshot_done = threading.Event()
+
+        def snapshot() -> None:
+            started = time.perf_counter()
+            engine.snapshot()
+            snapshot_s.append(time.perf_counter() - started)
+            snapshot_done.set()
+
+        saver = threading.Thread(target=snapshot)
+        saver.start()
+        snapshot_writes = small_writes(snapshot_done.is_set)
+        saver.join()
         store.close()
 
     rows = {"idle": idle, "during ingest": busy}
@@ -116,8 +148,24 @@ def main() -> None:
     ratio = {k: stats["during ingest"][k] / stats["idle"][k] for k in ("p50", "p99", "max")}
     print(f"{'ratio':>14} {'':>6} {ratio['p50']:>8.2f} {ratio['p99']:>8.2f} {ratio['max']:>8.1f}")
     print(f"ingest of {args.ingest:,} memories beside the searches: {rate:,.0f}/s")
+    writes = {
+        name: {"n": len(ms), "p50": float(np.percentile(ms, 50)), "max": float(ms.max())}
+        for name, ms in {"idle": idle_writes, "during snapshot": snapshot_writes}.items()
+    }
+    print(f"\n{'writes of 50':>15} {'n':>6} {'p50 ms':>8} {'max ms':>8}")
+    for name, w in writes.items():
+        print(f"{name:>15} {w['n']:>6} {w['p50']:>8.1f} {w['max']:>8.1f}")
+    slowest = writes["during snapshot"]["max"] / writes["idle"]["max"]
+    print(f"{'ratio':>15} {'':>6} {'':>8} {slowest:>8.1f}")
+    print(f"snapshot of {total:,} memories beside the writes: {snapshot_s[0]:.2f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"searches": stats, "ingest_per_s": rate}, indent=1))
+    result = {
+        "searches": stats,
+        "ingest_per_s": rate,
+        "writes": writes,
+        "snapshot_s": snapshot_s[0],
+    }
+    args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
 
 
