@@ -13,7 +13,7 @@ __all__: list[str] = []
 
 # ---- HNSW index (rust/core/src/hnsw, rust/py/src/hnsw.rs) --------------------
 
-__all__ += ["MISSING_ID", "HnswIndex", "IdFilter"]
+__all__ += ["MISSING_ID", "HnswImage", "HnswIndex", "IdFilter"]
 
 MISSING_ID: Final[int]
 """``2**64 - 1``: the id ``HnswIndex.search`` reports where fewer than ``k`` results
@@ -29,6 +29,7 @@ class HnswImage:
     def __len__(self) -> int:
         """Bytes of the serialised index."""
 
+@final
 class IdFilter:
     """A reusable set of ids for ``HnswIndex.search(allowed=...)``. The slots it
     resolves to are cached per index state, so repeated searches skip the lookups."""
