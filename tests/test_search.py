@@ -606,6 +606,36 @@ def test_queries_waiting_for_the_embedder_go_through_it_together(world: World) -
     ops.close()
 
 
+def test_searches_past_the_pending_limit_are_refused_at_once(world: World) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT)
+    ops = Search(world.engine, AccessTracker(world.store), LimitsConfig(max_pending_searches=2))
+    held = HeldEncoder(world.embedder.encode_queries)
+    world.embedder.encode_queries = held  # type: ignore[method-assign]
+
+    async def flood() -> tuple[list, list, list]:
+        waiting = [asyncio.ensure_future(ops.search([cube], FRUIT[0], 1, "HYBRID", SearchFilter()))]
+        await held.first_batch_started()
+        waiting.append(
+            asyncio.ensure_future(ops.search([cube], FRUIT[1], 1, "VECTOR", SearchFilter()))
+        )
+        await asyncio.sleep(0)  # the second one queues
+        with pytest.raises(ResourceExhaustedError, match=r"limits\.max_pending_searches"):
+            await ops.search([cube], FRUIT[2], 1, "HYBRID", SearchFilter())
+        # A LEXICAL search waits for no embedding and is not counted.
+        lexical = await ops.search([cube], FRUIT[3], 1, "LEXICAL", SearchFilter())
+        held.release.set()
+        served = await asyncio.gather(*waiting)
+        later = await ops.search([cube], FRUIT[4], 1, "HYBRID", SearchFilter())
+        return served, lexical, later
+
+    served, lexical, later = asyncio.run(flood())
+    assert [hits[0][0].content for hits in served] == FRUIT[:2]
+    assert lexical[0][0].content == FRUIT[3]
+    assert later[0][0].content == FRUIT[4]  # the count went back down
+    ops.close()
+
+
 def test_close_serves_what_is_queued(world: World) -> None:
     cube = world.cube("c")
     world.add(cube, FRUIT)

@@ -42,6 +42,7 @@ class LimitsConfig:
     max_metadata_bytes: int = 4096
     max_query_bytes: int = 8 * 1024
     max_message_bytes: int = 64 * 1024 * 1024
+    max_pending_searches: int = 1024
 
 
 @dataclass

@@ -52,6 +52,7 @@ class Search:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()  # _queue, _loop, _closed
         self._closed = False
+        self._pending = 0  # searches on the loop waiting for their query vector
 
     async def search(
         self,
@@ -66,13 +67,26 @@ class Search:
         self._engine.require_cubes(request.cube_ids)  # before any embedding
         if request.mode == "LEXICAL":
             return self._counted(self._engine.search_embedded(request, None))
-        vector = await self._submit(request.query)
+        limit = self._limits.max_pending_searches
+        if limit and self._pending >= limit:
+            # Past this, queued queries would only wait longer than any caller would:
+            # refuse at once so that clients back off instead of timing out.
+            raise ResourceExhaustedError(
+                f"{self._pending} searches are waiting for their query embedding "
+                "(limits.max_pending_searches); retry later"
+            )
+        self._pending += 1  # only the event loop counts: no lock
         try:
-            plan = self._engine.plan(request)  # while the worker embeds the query
-        except BaseException:
-            vector.cancel()
-            raise
-        return self._counted(self._engine.finish(plan, await vector))
+            vector = await self._submit(request.query)
+            try:
+                plan = self._engine.plan(request)  # while the worker embeds the query
+            except BaseException:
+                vector.cancel()
+                raise
+            embedded = await vector
+        finally:
+            self._pending -= 1
+        return self._counted(self._engine.finish(plan, embedded))
 
     def search_blocking(
         self,
