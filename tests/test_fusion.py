@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from memosd.search.fusion import HYBRID_WEIGHTS, RRF_K, fuse, normalized, ranking, rrf
+from memosd.search.fusion import (
+    HYBRID_MIN_SPANS,
+    HYBRID_WEIGHTS,
+    RRF_K,
+    fuse,
+    normalized,
+    ranking,
+    rrf,
+)
 
 
 def pairs(fused: tuple[np.ndarray, np.ndarray]) -> list[tuple[int, float]]:
@@ -44,6 +52,19 @@ def test_hybrid_weighs_the_vector_ranking_below_the_lexical() -> None:
     assert dict(ranked) == pytest.approx({2: 1.0, 1: 0.4, 3: 0.0})
 
 
+def test_a_near_tie_of_the_lexical_ranking_does_not_outvote_the_vector_ranking() -> None:
+    assert HYBRID_MIN_SPANS == (0.0, 0.5)
+    # Two memories matching only "user" of the query, and a clear vector winner.
+    tea, dog = 1, 2
+    vector = ranking([(tea, 0.49), (dog, 0.30)])
+    lexical = ranking([(dog, 0.19), (tea, 0.17)])
+    ranked = dict(pairs(fuse(vector, lexical)))
+    assert ranked == pytest.approx({tea: 0.4 + (0.17 - 0.095) / 0.095, dog: 1.0})
+    assert max(ranked, key=ranked.__getitem__) == tea
+    # A lexical ranking with a real spread is scaled as before: a clear winner wins.
+    assert pairs(fuse(vector, ranking([(dog, 9.0), (tea, 1.0)])))[0][0] == dog
+
+
 def test_normalized_scales_each_ranking() -> None:
     ranked = normalized(
         [ranking([(1, 0.9), (2, 0.5)]), ranking([(2, 30.0), (3, 10.0)])], weights=[1.0, 0.5]
@@ -76,3 +97,7 @@ def test_bad_rankings_name_the_argument() -> None:
         fuse_rankings([(keys, np.ones(2))], [1.0, 2.0])
     with pytest.raises(InvalidArgumentError, match="rrf_k"):
         fuse_rankings([(keys, np.ones(2))], [1.0], rrf_k=-1.0)
+    with pytest.raises(InvalidArgumentError, match="min_spans"):
+        fuse_rankings([(keys, np.ones(2))], [1.0], min_spans=[0.5, 0.5])
+    with pytest.raises(InvalidArgumentError, match=r"rankings\[0\].*min_span"):
+        fuse_rankings([(keys, np.ones(2))], [1.0], min_spans=[-0.1])

@@ -443,14 +443,18 @@ def fuse_rankings(
     rankings: Sequence[tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]],
     weights: Sequence[float],
     rrf_k: float | None = None,
+    min_spans: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float64]]:
     """Every key of ``rankings`` (each: keys and scores, best first) with the sum over
     rankings of ``weight * unit``, best first, ties by lower key; a key's units are
     added in the order of the rankings. Units are the scores min-max scaled to
     [0, 1] over their ranking (all 1 when equal) or, with ``rrf_k``, ``1 / (rrf_k +
-    rank)`` with ranks from 1. Bad arrays, non-finite scores or weights, a weight
-    count other than the ranking count, or a negative ``rrf_k`` raise
-    ``InvalidArgumentError`` naming ``rankings[i]``, ``weights`` or ``rrf_k``."""
+    rank)`` with ranks from 1. ``min_spans`` (one per ranking, in [0, 1], default 0)
+    widens a min-max scale to at least that fraction of its top score: its bottom is
+    at most ``top * (1 - min_span)``. Bad arrays, non-finite scores or weights, a
+    weight or span count other than the ranking count, a span outside [0, 1], or a
+    negative ``rrf_k`` raise ``InvalidArgumentError`` naming ``rankings[i]``,
+    ``weights``, ``min_spans`` or ``rrf_k``."""
 
 # ---- query-embedding worker (rust/core/src/batching.rs, rust/py/src/query_encoder.rs)
 

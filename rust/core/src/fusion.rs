@@ -10,6 +10,11 @@ use crate::error::{Error, Result};
 pub struct Ranking<'a> {
     pub keys: &'a [u64],
     pub scores: &'a [f64],
+    /// For min-max units: the scale spans at least this fraction of the top score
+    /// (its bottom is at most `top * (1 - min_span)`), in [0, 1]. With 0, the
+    /// lowest score is 0 and the top 1 however close they are; a larger span keeps a
+    /// near-tie among few candidates a near-tie.
+    pub min_span: f64,
 }
 
 /// How a ranking's scores become units.
@@ -45,14 +50,19 @@ pub fn fuse(rankings: &[Ranking<'_>], weights: &[f64], units: Units) -> Result<V
             let msg = format!("non-finite score {s}");
             return Err(Error::invalid(format!("rankings[{i}]"), msg));
         }
+        if !(0.0..=1.0).contains(&r.min_span) {
+            let msg = format!("min_span must be in [0, 1], got {}", r.min_span);
+            return Err(Error::invalid(format!("rankings[{i}]"), msg));
+        }
     }
     let mut parts: Vec<(u64, f64)> =
         Vec::with_capacity(rankings.iter().map(|r| r.keys.len()).sum());
     for (r, &weight) in rankings.iter().zip(weights) {
         match units {
             Units::MinMax => {
-                let lo = r.scores.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = r.scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let floor = hi - (hi * r.min_span).max(0.0);
+                let lo = r.scores.iter().copied().fold(floor, f64::min);
                 let span = hi - lo;
                 for (&key, &s) in r.keys.iter().zip(r.scores) {
                     let unit = if span > 0.0 { (s - lo) / span } else { 1.0 };
@@ -85,7 +95,45 @@ mod tests {
     use super::*;
 
     fn ranking<'a>(keys: &'a [u64], scores: &'a [f64]) -> Ranking<'a> {
-        Ranking { keys, scores }
+        Ranking {
+            keys,
+            scores,
+            min_span: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_min_span_keeps_a_near_tie_near() {
+        // Two documents that match one common word alike: 0.19 and 0.17.
+        let (keys, scores) = ([1, 2], [0.19, 0.17]);
+        let plain = fuse(&[ranking(&keys, &scores)], &[1.0], Units::MinMax).unwrap();
+        assert_eq!(plain, vec![(1, 1.0), (2, 0.0)]);
+        let spanned = Ranking {
+            min_span: 0.5,
+            ..ranking(&keys, &scores)
+        };
+        let fused = fuse(&[spanned], &[1.0], Units::MinMax).unwrap();
+        assert_eq!(fused[0], (1, 1.0));
+        assert!((fused[1].1 - (0.17 - 0.095) / 0.095).abs() < 1e-12);
+        // A ranking that spans more than that already is scaled as before.
+        let (wide, wide_keys) = ([10.0, 2.0], [3, 4]);
+        let spread = Ranking {
+            min_span: 0.5,
+            ..ranking(&wide_keys, &wide)
+        };
+        assert_eq!(
+            fuse(&[spread], &[1.0], Units::MinMax).unwrap(),
+            vec![(3, 1.0), (4, 0.0)]
+        );
+        let bad = Ranking {
+            min_span: 1.5,
+            ..ranking(&keys, &scores)
+        };
+        let err = fuse(&[bad], &[1.0], Units::MinMax).unwrap_err().to_string();
+        assert!(
+            err.contains("rankings[0]") && err.contains("min_span"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,14 +16,20 @@ type RankingArgs<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
 /// One ranking from several; see `_native.pyi`.
 #[pyfunction]
-#[pyo3(signature = (rankings, weights, rrf_k = None))]
+#[pyo3(signature = (rankings, weights, rrf_k = None, min_spans = None))]
 #[allow(clippy::type_complexity)]
 fn fuse_rankings<'py>(
     py: Python<'py>,
     rankings: Vec<RankingArgs<'py>>,
     weights: Vec<f64>,
     rrf_k: Option<f64>,
+    min_spans: Option<Vec<f64>>,
 ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f64>>)> {
+    let min_spans = min_spans.unwrap_or_else(|| vec![0.0; rankings.len()]);
+    if min_spans.len() != rankings.len() {
+        let msg = format!("{} spans for {} rankings", min_spans.len(), rankings.len());
+        return Err(PyErrWrap(memosd_core::Error::invalid("min_spans", msg)).into());
+    }
     let mut arrays = Vec::with_capacity(rankings.len());
     for (i, (keys, scores)) in rankings.iter().enumerate() {
         let field = format!("rankings[{i}]");
@@ -34,10 +40,12 @@ fn fuse_rankings<'py>(
     }
     let rankings = arrays
         .iter()
-        .map(|(keys, scores)| {
+        .zip(&min_spans)
+        .map(|((keys, scores), &min_span)| {
             Ok(Ranking {
                 keys: keys.as_slice()?,
                 scores: scores.as_slice()?,
+                min_span,
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
