@@ -21,7 +21,9 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
    with cargo on first use), whose one thread costs the daemon's two cores a
    fraction of what 8 Python client threads do.
    Each run also reports the CPU time per query of the daemon (from psutil) and of
-   the clients, which is what bounds throughput on a small machine.
+   the clients, which is what bounds throughput on a small machine, and the share
+   of the machine's CPU time stolen by the hypervisor meanwhile (on a shared VM the
+   same code's latency follows it).
    The 100k vectors are real embeddings of the LoCoMo turns, each repeated with
    a small random perturbation (embedding 100k texts on this machine would take
    over ten minutes); the query embedding is real and inside the measurement.
@@ -121,9 +123,29 @@ def percentiles(lat: list[float]) -> dict[str, float]:
     }
 
 
-def run_summary(lat: list[float], wall: float, server: float, client: float) -> dict[str, float]:
-    """Percentiles of ``lat`` (seconds), queries/s over ``wall``, and the daemon's and
-    the clients' CPU seconds as milliseconds per query."""
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, all) CPU ticks of the machine so far, from /proc/stat ((0, 0) where there
+    is none). Steal is time the hypervisor gave this VM's CPUs to someone else while
+    they had work: on a shared VM it moves latency more than most code changes do, so
+    each run reports its share."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0]
+    except OSError:
+        return 0, 0
+    ticks = [int(f) for f in first.split()[1:9]]  # user .. steal
+    return ticks[7], sum(ticks)
+
+
+def steal_pct(before: tuple[int, int]) -> float:
+    steal, total = (now - then for now, then in zip(cpu_ticks(), before, strict=True))
+    return 100.0 * steal / total if total else float("nan")
+
+
+def run_summary(
+    lat: list[float], wall: float, server: float, client: float, steal: float
+) -> dict[str, float]:
+    """Percentiles of ``lat`` (seconds), queries/s over ``wall``, the daemon's and the
+    clients' CPU seconds as milliseconds per query, and the machine's steal share."""
     n = len(lat)
     return {
         **percentiles(lat),
@@ -131,6 +153,7 @@ def run_summary(lat: list[float], wall: float, server: float, client: float) -> 
         "n": n,
         "server_cpu_ms": server / n * 1000,
         "client_cpu_ms": client / n * 1000,
+        "steal_pct": steal,
     }
 
 
@@ -230,7 +253,7 @@ def latency(
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(queries[i::clients],)) for i in range(clients)]
-    t, server, client = time.perf_counter(), daemon.cpu_seconds(), own_cpu()
+    t, server, client, ticks = time.perf_counter(), daemon.cpu_seconds(), own_cpu(), cpu_ticks()
     for th in threads:
         th.start()
     for th in threads:
@@ -239,7 +262,7 @@ def latency(
     server, client = daemon.cpu_seconds() - server, own_cpu() - client
     if errors:
         raise errors[0]
-    return run_summary(lat, wall, server, client)
+    return run_summary(lat, wall, server, client, steal_pct(ticks))
 
 
 def latency_native(
@@ -248,10 +271,10 @@ def latency_native(
     """``latency`` with the calls made by the native load generator (replay.py) from
     ``clients`` connections: the same requests, with a client that leaves the cores
     to the daemon. Client CPU is the load generator's."""
-    server = daemon.cpu_seconds()
+    server, ticks = daemon.cpu_seconds(), cpu_ticks()
     lat, wall, client = search_calls(daemon.address, cube, queries, clients, mode=mode)
     server = daemon.cpu_seconds() - server
-    return run_summary(lat, wall, server, client)
+    return run_summary(lat, wall, server, client, steal_pct(ticks))
 
 
 def floor(embedder: Embedder, vectors: np.ndarray, queries: list[str]) -> dict[str, float]:
@@ -337,12 +360,13 @@ def main() -> None:
     print()
     print(
         f"{'memories':>9} {'clients':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'qps':>7}"
-        f" {'daemon CPU ms/q':>15} {'client CPU ms/q':>15}"
+        f" {'daemon CPU ms/q':>15} {'client CPU ms/q':>15} {'steal %':>7}"
     )
     for size, callers, r in rows:
         print(
             f"{size:>9,} {callers:>10} {r['p50']:>8.1f} {r['p95']:>8.1f} {r['p99']:>8.1f}"
             f" {r['qps']:>7.1f} {r['server_cpu_ms']:>15.2f} {r['client_cpu_ms']:>15.2f}"
+            f" {r['steal_pct']:>7.1f}"
         )
     for size, entry in results["sizes"].items():
         if "floor" in entry:
