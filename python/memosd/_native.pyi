@@ -450,8 +450,8 @@ def fuse_rankings(
     added in the order of the rankings. Units are the scores min-max scaled to
     [0, 1] over their ranking (all 1 when equal) or, with ``rrf_k``, ``1 / (rrf_k +
     rank)`` with ranks from 1. ``min_spans`` (one per ranking, in [0, 1], default 0)
-    widens a min-max scale to at least that fraction of its top score: its bottom is
-    at most ``top * (1 - min_span)``. Bad arrays, non-finite scores or weights, a
+    widens a min-max scale to at least that fraction of a positive top score: its
+    bottom is at most ``top * (1 - min_span)``. Bad arrays, non-finite scores or weights, a
     weight or span count other than the ranking count, a span outside [0, 1], or a
     negative ``rrf_k`` raise ``InvalidArgumentError`` naming ``rankings[i]``,
     ``weights``, ``min_spans`` or ``rrf_k``."""

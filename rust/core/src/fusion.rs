@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 pub struct Ranking<'a> {
     pub keys: &'a [u64],
     pub scores: &'a [f64],
-    /// For min-max units: the scale spans at least this fraction of the top score
-    /// (its bottom is at most `top * (1 - min_span)`), in [0, 1]. With 0, the
+    /// For min-max units: the scale spans at least this fraction of a positive top
+    /// score (its bottom is at most `top * (1 - min_span)`), in [0, 1]. With 0, the
     /// lowest score is 0 and the top 1 however close they are; a larger span keeps a
     /// near-tie among few candidates a near-tie.
     pub min_span: f64,
