@@ -42,19 +42,17 @@ from memosd.store import MemoryDraft, Store
 BATCH = 1000
 
 
-def searches(
-    engine: SearchEngine, cube: str, queries: np.ndarray, stop: Callable[[], bool]
+def timed_until(
+    call: Callable[[int], object], stop: Callable[[], bool], pause: float = 0.0
 ) -> np.ndarray:
-    """Milliseconds of each search made until ``stop()``."""
+    """Milliseconds of each ``call(i)`` (i = 0, 1, ...) made until ``stop()``, with
+    ``pause`` seconds between calls."""
     out = []
-    i = 0
     while not stop():
-        query = SearchQuery((cube,), "q", 10, "VECTOR", SearchFilter())
         started = time.perf_counter()
-        engine.search_embedded(query, queries[i % len(queries)])
+        call(len(out))
         out.append(time.perf_counter() - started)
-        i += 1
-        time.sleep(0.002)
+        time.sleep(pause)
     return np.array(out) * 1e3
 
 
@@ -85,20 +83,25 @@ def main() -> None:
                 e = min(s + BATCH, hi)
                 store.add_memories(cube, drafts[s:e], vectors[s:e], time.time())
 
+        def search(i: int) -> None:
+            query = SearchQuery((cube,), "q", 10, "VECTOR", SearchFilter())
+            engine.search_embedded(query, queries[i % len(queries)])
+
+        def searches(stop: Callable[[], bool]) -> np.ndarray:
+            # 2 ms apart, as the daemon's event loop would between requests.
+            return timed_until(search, stop, pause=0.002)
+
+        def small_writes(stop: Callable[[], bool]) -> np.ndarray:
+            """AddMemories calls of 50 memories, one after another."""
+            return timed_until(
+                lambda _: store.add_memories(cube, drafts[:50], vectors[:50], time.time()), stop
+            )
+
         print(f"filling {args.size:,} memories ...", flush=True)
         add(0, args.size)
         end = time.monotonic() + 5
-        idle = searches(engine, cube, queries, lambda: time.monotonic() > end)
+        idle = searches(lambda: time.monotonic() > end)
         done = threading.Event()
-
-        def small_writes(stop: Callable[[], bool]) -> np.ndarray:
-            """Milliseconds of each AddMemories of 50 memories made until ``stop()``."""
-            out = []
-            while not stop():
-                started = time.perf_counter()
-                store.add_memories(cube, drafts[:50], vectors[:50], time.time())
-                out.append(time.perf_counter() - started)
-            return np.array(out) * 1e3
 
         def ingest() -> None:
             try:
@@ -109,7 +112,7 @@ def main() -> None:
         started = time.perf_counter()
         writer = threading.Thread(target=ingest)
         writer.start()
-        busy = searches(engine, cube, queries, done.is_set)
+        busy = searches(done.is_set)
         writer.join()
         rate = args.ingest / (time.perf_counter() - started)
 
