@@ -26,9 +26,6 @@ class HnswImage:
     def save(self, path: str | PathLike[str]) -> None:
         """Write the image to ``path`` atomically, as ``HnswIndex.save`` does."""
 
-    def __len__(self) -> int:
-        """Bytes of the serialised index."""
-
 @final
 class IdFilter:
     """A reusable set of ids for ``HnswIndex.search(allowed=...)``. The slots it

@@ -93,10 +93,6 @@ impl HnswImage {
         py.detach(|| write_file(&path, &self.bytes))?;
         Ok(())
     }
-
-    fn __len__(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 /// Approximate nearest-neighbour index (HNSW). See `_native.pyi` for the contract.
