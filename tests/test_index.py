@@ -179,6 +179,28 @@ def test_re_adding_an_id_replaces_its_vector() -> None:
     assert index.search(data[7:8], k=1)[0][0, 0] != 7
 
 
+def test_hidden_rows_are_returned_only_once_revealed(tmp_path: Path) -> None:
+    data = clustered(2_000, seed=11)
+    index = build(data)
+    fresh = clustered(200, seed=12)
+    fresh_ids = np.arange(10_000, 10_200, dtype=np.uint64)
+    index.add(fresh_ids, fresh, hidden=True)
+    assert len(index) == 2_200 and 10_000 in index
+    assert not np.isin(index.search(fresh, k=10)[0], fresh_ids).any()
+    assert (index.search(fresh, k=10, allowed=fresh_ids)[0] == MISSING_ID).all()
+    index.save(tmp_path / "index.hnsw")
+    assert 10_000 not in HnswIndex.load(str(tmp_path / "index.hnsw")), "saved as deleted"
+
+    assert index.reveal(fresh_ids[:100]) == 100
+    assert index.reveal(fresh_ids[:100]) == 0
+    ids = index.search(fresh, k=1)[0][:, 0]
+    np.testing.assert_array_equal(ids[:100], fresh_ids[:100])
+    assert not np.isin(ids[100:], fresh_ids[100:]).any()
+    with pytest.raises(InvalidArgumentError) as e:
+        index.reveal(np.array([1.0]))
+    assert e.value.field == "ids"
+
+
 def test_save_and_load_give_identical_results(
     index: HnswIndex, queries: np.ndarray, tmp_path: Path
 ) -> None:

@@ -62,10 +62,22 @@ class HnswIndex:
     ) -> HnswIndex:
         """``metric`` is ``"cosine"``, ``"ip"`` or ``"l2"``; ``m`` in 2..=1024."""
 
-    def add(self, ids: npt.NDArray[np.uint64], vectors: npt.NDArray[np.float32]) -> None:
+    def add(
+        self,
+        ids: npt.NDArray[np.uint64],
+        vectors: npt.NDArray[np.float32],
+        *,
+        hidden: bool = False,
+    ) -> None:
         """Insert ``ids`` (uint64, shape ``(n,)``) with ``vectors`` (float32, shape
         ``(n, dim)``). Re-adding an id replaces its vector; within one call the last
-        row for an id wins. Rows must be finite."""
+        row for an id wins. Rows must be finite. With ``hidden``, no search returns
+        the new rows until ``reveal`` (an id that was present stops being returned at
+        once); a hidden row counts in ``len`` and ``in``, and is saved as deleted."""
+
+    def reveal(self, ids: npt.NDArray[np.uint64]) -> int:
+        """Let searches return ``ids`` added hidden (others are ignored); returns how
+        many were hidden."""
 
     def search(
         self,

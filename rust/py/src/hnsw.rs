@@ -143,11 +143,13 @@ impl HnswIndex {
         })
     }
 
+    #[pyo3(signature = (ids, vectors, *, hidden = false))]
     fn add(
         &self,
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         vectors: &Bound<'_, PyAny>,
+        hidden: bool,
     ) -> PyResult<()> {
         let ids = id_array("ids", ids)?;
         let (vectors, rows) = row_array("vectors", vectors, self.dim)?;
@@ -155,8 +157,18 @@ impl HnswIndex {
             let msg = format!("expected {} rows (one per id), got {rows}", ids.len());
             return Err(PyErrWrap(Error::invalid("vectors", msg)).into());
         }
-        py.detach(|| self.write(|index| index.add(&ids, &vectors)))
-            .map_err(|e| PyErrWrap(e).into())
+        py.detach(|| {
+            self.write(|index| match hidden {
+                true => index.add_hidden(&ids, &vectors),
+                false => index.add(&ids, &vectors),
+            })
+        })
+        .map_err(|e| PyErrWrap(e).into())
+    }
+
+    fn reveal(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = id_array("ids", ids)?;
+        Ok(py.detach(|| self.write(|index| index.reveal(&ids))))
     }
 
     #[pyo3(signature = (queries, k = 10, ef_search = 64, allowed = None))]

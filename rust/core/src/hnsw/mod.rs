@@ -1,5 +1,11 @@
 //! HNSW index (Malkov & Yashunin) with in-graph filtering, deletion with slot
-//! reuse, parallel batch insert and search, and a checksummed file format.
+//! reuse, hidden inserts, parallel batch insert and search, and a checksummed file
+//! format.
+//!
+//! Hidden inserts: `add_hidden` links ids into the graph without letting any search
+//! return them until `reveal`. A caller can build the expensive part of a write
+//! (the links) while the write it belongs to is still being committed elsewhere,
+//! and make it visible only once that commit succeeded.
 //!
 //! Distances: cosine is `1 - cos` (vectors are stored normalised), `ip` is
 //! `1 - dot`, `l2` is the squared Euclidean distance, as in hnswlib. Missing
@@ -86,7 +92,9 @@ pub struct HnswIndex {
     graph: Graph,
     /// Slot -> external id (meaningless for deleted slots).
     ids: Vec<u64>,
-    deleted: Vec<bool>,
+    /// Slots no search returns: deleted ones (their slot is in `free`) and ones added
+    /// hidden and not revealed yet (their id is in `slots`).
+    hidden: Vec<bool>,
     slots: IdMap,
     /// Deleted slots, reused by the next inserts.
     free: Vec<u32>,
@@ -115,7 +123,7 @@ impl HnswIndex {
             code_dot: quant::code_dot_kernel(),
             graph: Graph::new(params.dim, params.m),
             ids: Vec::new(),
-            deleted: Vec::new(),
+            hidden: Vec::new(),
             slots: IdMap::default(),
             free: Vec::new(),
             rng: 0x5EED_1DE5_u64,
@@ -145,7 +153,7 @@ impl HnswIndex {
     pub fn memory_bytes(&self) -> usize {
         self.graph.memory_bytes()
             + self.ids.capacity() * 8
-            + self.deleted.capacity()
+            + self.hidden.capacity()
             + self.slots.capacity() * 16
             + self.free.capacity() * 4
     }
@@ -194,6 +202,31 @@ impl HnswIndex {
     /// already present is replaced; within one call the last occurrence wins. Either
     /// every row is inserted or, on invalid input, none.
     pub fn add(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        self.insert(ids, vectors, false)
+    }
+
+    /// As `add`, but no search returns the new rows until `reveal`. An id that was
+    /// present stops being returned at once (its old row is replaced).
+    pub fn add_hidden(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        self.insert(ids, vectors, true)
+    }
+
+    /// Lets searches return `ids` added hidden (others are ignored); returns how many
+    /// were hidden.
+    pub fn reveal(&mut self, ids: &[u64]) -> usize {
+        let mut revealed = 0;
+        for id in ids {
+            if let Some(&slot) = self.slots.get(id) {
+                revealed += std::mem::replace(&mut self.hidden[slot as usize], false) as usize;
+            }
+        }
+        if revealed > 0 {
+            self.generation += 1; // filters resolved before left these slots out
+        }
+        revealed
+    }
+
+    fn insert(&mut self, ids: &[u64], vectors: &[f32], hidden: bool) -> Result<()> {
         let dim = self.params.dim;
         if vectors.len() != ids.len() * dim {
             return Err(Error::invalid(
@@ -232,7 +265,7 @@ impl HnswIndex {
         self.graph.reserve(growth)?;
         self.delete(ids);
         let reusing = !self.free.is_empty();
-        let placed = self.place_rows(ids, &last_row, &rows);
+        let placed = self.place_rows(ids, &last_row, &rows, hidden);
         let searcher = self.searcher();
         searcher.insert_all(&placed, self.params.ef_construction);
         if reusing {
@@ -246,7 +279,13 @@ impl HnswIndex {
 
     /// Gives each distinct id a slot (a free one first) holding its row; returns the
     /// slots to link. Reused slots are unlinked from their old neighbourhood first.
-    fn place_rows(&mut self, ids: &[u64], last_row: &IdMap, rows: &[f32]) -> Vec<u32> {
+    fn place_rows(
+        &mut self,
+        ids: &[u64],
+        last_row: &IdMap,
+        rows: &[f32],
+        hidden: bool,
+    ) -> Vec<u32> {
         let dim = self.params.dim;
         let mut order: Vec<(u64, u32)> = ids
             .iter()
@@ -264,13 +303,13 @@ impl HnswIndex {
                 Some(&slot) => {
                     self.graph.reset(slot, vector);
                     self.ids[slot as usize] = id;
-                    self.deleted[slot as usize] = false;
+                    self.hidden[slot as usize] = hidden;
                     slot
                 }
                 None => {
                     let level = insert::draw_level(&mut self.rng, self.params.m);
                     self.ids.push(id);
-                    self.deleted.push(false);
+                    self.hidden.push(hidden);
                     self.graph.push(vector, level)
                 }
             };
@@ -316,7 +355,7 @@ impl HnswIndex {
         let mut removed = 0;
         for id in ids {
             if let Some(slot) = self.slots.remove(id) {
-                self.deleted[slot as usize] = true;
+                self.hidden[slot as usize] = true;
                 self.free.push(slot);
                 removed += 1;
             }
@@ -331,6 +370,7 @@ impl HnswIndex {
         let mut slots: Vec<u32> = ids
             .iter()
             .filter_map(|id| self.slots.get(id).copied())
+            .filter(|&s| !self.hidden[s as usize])
             .collect();
         slots.sort_unstable();
         slots.dedup();
@@ -374,7 +414,7 @@ impl HnswIndex {
             match &filter {
                 Some(f) if scan => f.scan(&self.searcher(), q, k),
                 Some(f) => self.search_graph(q, k, ef, |s| f.contains(s)),
-                None => self.search_graph(q, k, ef, |s| !self.deleted[s as usize]),
+                None => self.search_graph(q, k, ef, |s| !self.hidden[s as usize]),
             }
         };
         let dim = self.params.dim;

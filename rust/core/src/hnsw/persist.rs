@@ -51,7 +51,8 @@ impl HnswIndex {
         for slot in 0..g.slots() {
             out.extend_from_slice(&self.ids[slot].to_le_bytes());
             out.push(g.levels[slot]);
-            out.push(self.deleted[slot] as u8);
+            // A hidden row was never revealed: it is saved as deleted.
+            out.push(self.hidden[slot] as u8);
         }
         // The bulk of the file, written through fixed 4-byte chunks of a buffer sized
         // once, which the compiler turns into wide copies. With a push per value (a
@@ -138,7 +139,7 @@ impl HnswIndex {
             }
             levels.push(level as usize);
             self.ids.push(id);
-            self.deleted.push(deleted);
+            self.hidden.push(deleted);
             if deleted {
                 self.free.push(slot as u32);
             } else if self.slots.insert(id, slot as u32).is_some() {

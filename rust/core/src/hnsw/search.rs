@@ -1,8 +1,8 @@
 //! Graph traversal: the greedy descent through the upper layers and the beam search
 //! of one layer, shared by inserts and queries.
 //!
-//! A layer search takes an `accept` predicate: rejected nodes (deleted, or outside a
-//! filter) are still expanded, so the route through the graph is unchanged, but they
+//! A layer search takes an `accept` predicate: rejected nodes (deleted, hidden, or
+//! outside a filter) are still expanded, so the route through the graph is unchanged, but they
 //! never enter the result set.
 
 use super::distance::{DistanceFn, Metric};

@@ -41,7 +41,7 @@ fn build(n: usize, dim: usize, metric: Metric) -> (HnswIndex, Vec<f32>) {
 fn exact(index: &HnswIndex, query: &[f32], k: usize, live: impl Fn(u64) -> bool) -> Vec<u64> {
     let q = index.prepare_rows("q", query).unwrap();
     let mut all: Vec<(f32, u64)> = (0..index.graph.slots() as u32)
-        .filter(|&s| !index.deleted[s as usize] && live(index.ids[s as usize]))
+        .filter(|&s| !index.hidden[s as usize] && live(index.ids[s as usize]))
         .map(|s| {
             (
                 (index.dist)(&q, index.graph.vector(s)),
@@ -53,8 +53,8 @@ fn exact(index: &HnswIndex, query: &[f32], k: usize, live: impl Fn(u64) -> bool)
     all.into_iter().take(k).map(|(_, id)| id).collect()
 }
 
-/// Whether a walk over layer 0 from the entry reaches every live slot: a search can
-/// return only what this walk reaches, whatever its `ef`.
+/// Whether a walk over layer 0 from the entry reaches every slot holding an id (live
+/// or hidden): a search can return only what this walk reaches, whatever its `ef`.
 fn every_live_slot_is_reachable(index: &HnswIndex) -> bool {
     let g = &index.graph;
     let mut seen = vec![false; g.slots()];
@@ -69,7 +69,7 @@ fn every_live_slot_is_reachable(index: &HnswIndex) -> bool {
             }
         }
     }
-    (0..g.slots()).all(|s| seen[s] || index.deleted[s])
+    (0..g.slots()).all(|s| seen[s] || index.slots.get(&index.ids[s]) != Some(&(s as u32)))
 }
 
 /// `copies` copies of a centre vector, then points around it: the centre is nearer
@@ -201,6 +201,58 @@ fn deleted_ids_are_never_returned_and_their_slots_are_reused() {
 }
 
 #[test]
+fn hidden_ids_are_returned_only_once_revealed() {
+    let (mut index, data) = build(1_000, 16, Metric::Cosine);
+    let fresh: Vec<u64> = (5_000..5_200).collect();
+    let rows = clustered(200, 16, 9);
+    index.add_hidden(&fresh, &rows).unwrap();
+    let is_fresh = |id: &u64| (5_000..5_200).contains(id);
+    // Their own rows as queries: each would be its own nearest neighbour.
+    let (ids, _) = index.search(&rows, 10, 64, Allowed::All).unwrap();
+    assert!(!ids.iter().any(is_fresh), "unfiltered");
+    let (ids, _) = index.search(&rows, 10, 64, Allowed::Ids(&fresh)).unwrap();
+    assert_eq!(ids, vec![MISSING_ID; ids.len()], "allowed by id");
+    let filter = IdFilter::new(&fresh);
+    let (ids, _) = index
+        .search(&rows, 10, 64, Allowed::Filter(&filter))
+        .unwrap();
+    assert_eq!(
+        ids,
+        vec![MISSING_ID; ids.len()],
+        "allowed by a cached filter"
+    );
+
+    // Saved while hidden: the rows load as deleted.
+    let loaded = HnswIndex::from_bytes(&index.to_bytes()).unwrap();
+    assert!(!fresh.iter().any(|&id| loaded.contains(id)));
+    assert_eq!(loaded.len(), 1_000);
+
+    assert_eq!(index.reveal(&fresh[..100]), 100);
+    assert_eq!(index.reveal(&fresh[..100]), 0, "revealing twice is a no-op");
+    assert_eq!(index.reveal(&[77_777]), 0, "unknown ids are ignored");
+    let (ids, _) = index
+        .search(&rows, 1, 64, Allowed::Filter(&filter))
+        .unwrap();
+    assert_eq!(
+        &ids[..100],
+        &fresh[..100],
+        "the same filter after the reveal"
+    );
+    assert!(ids[100..].iter().all(|id| fresh[..100].contains(id)));
+    let (ids, _) = index.search(&rows, 1, 64, Allowed::All).unwrap();
+    assert_eq!(&ids[..100], &fresh[..100]);
+    assert!(!ids[100..].iter().any(|id| fresh[100..].contains(id)));
+
+    // A hidden id deleted before its reveal frees its slot like any other.
+    assert_eq!(index.delete(&fresh[100..]), 100);
+    assert_eq!(index.reveal(&fresh[100..]), 0);
+    assert_eq!(index.len(), 1_100);
+    assert!(every_live_slot_is_reachable(&index));
+    let r = recall(&index, &data[..16 * 100], 10, 64, Allowed::All, |_| true);
+    assert!(r >= 0.95, "recall with hidden inserts in the graph {r}");
+}
+
+#[test]
 fn deleting_everything_then_adding_again_works() {
     let (mut index, data) = build(300, 8, Metric::L2);
     index.delete(&(0..300).collect::<Vec<u64>>());
@@ -248,7 +300,7 @@ fn every_node_stays_reachable_around_a_hub_through_deletes_and_re_adds() {
         assert!(every_live_slot_is_reachable(&index), "round {round}");
     }
     for s in 0..index.graph.slots() as u32 {
-        if index.deleted[s as usize] {
+        if index.hidden[s as usize] {
             continue;
         }
         let id = index.ids[s as usize];
@@ -454,16 +506,21 @@ fn concurrent_searches_agree_with_serial_ones() {
 #[derive(Clone, Debug)]
 enum Op {
     Add(Vec<u64>, u64),
+    AddHidden(Vec<u64>, u64),
+    Reveal(Vec<u64>),
     Delete(Vec<u64>),
 }
 
 /// Adds and deletes of ids from a small range, so adds mix new ids with present and
 /// deleted ones, and deletes are often followed by an add of some of the same ids
-/// (their freed slots reused in the same batch as new ids).
+/// (their freed slots reused in the same batch as new ids). Hidden adds replace present
+/// ids too, and reveals name hidden, visible, deleted and unknown ids alike.
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     let add = (prop::collection::vec(0u64..60, 1..25), any::<u64>());
     let op = prop_oneof![
         3 => add.clone().prop_map(|(ids, seed)| vec![Op::Add(ids, seed)]),
+        1 => add.clone().prop_map(|(ids, seed)| vec![Op::AddHidden(ids, seed)]),
+        1 => prop::collection::vec(0u64..70, 1..30).prop_map(|ids| vec![Op::Reveal(ids)]),
         1 => prop::collection::vec(0u64..60, 1..20).prop_map(|ids| vec![Op::Delete(ids)]),
         2 => (prop::collection::vec(0u64..60, 1..8), add).prop_map(|(gone, (mut ids, seed))| {
             ids.extend(gone.iter().step_by(2));
@@ -476,8 +533,9 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// Against a model (a map id -> vector): the live set, every live node reachable
-    /// from the entry, no deleted or unknown id ever returned, slots never exceed the
+    /// Against a model (a map id -> vector, and the hidden ids): the live set, every
+    /// live or hidden node reachable from the entry, no deleted, hidden or unknown id
+    /// ever returned, reveals counted, slots never exceed the
     /// peak live count, results sorted, exact filtered scans match brute force, and
     /// save/load preserves all of it.
     #[test]
@@ -485,19 +543,32 @@ proptest! {
         let dim = 6;
         let mut index = HnswIndex::new(params(dim, Metric::L2), 0).unwrap();
         let mut model = std::collections::HashMap::new();
+        let mut hidden = std::collections::HashSet::new();
         let mut peak = 0;
         for op in &ops {
             match op {
-                Op::Add(ids, seed) => {
+                Op::Add(ids, seed) | Op::AddHidden(ids, seed) => {
                     let vectors = clustered(ids.len(), dim, *seed);
-                    index.add(ids, &vectors).unwrap();
+                    let hide = matches!(op, Op::AddHidden(..));
+                    if hide {
+                        index.add_hidden(ids, &vectors).unwrap();
+                    } else {
+                        index.add(ids, &vectors).unwrap();
+                    }
                     for (i, id) in ids.iter().enumerate() {
                         model.insert(*id, vectors[i * dim..(i + 1) * dim].to_vec());
+                        if hide { hidden.insert(*id); } else { hidden.remove(id); }
                     }
+                }
+                Op::Reveal(ids) => {
+                    let was = ids.iter().collect::<std::collections::HashSet<_>>()
+                        .into_iter().filter(|id| hidden.remove(id)).count();
+                    prop_assert_eq!(index.reveal(ids), was);
                 }
                 Op::Delete(ids) => {
                     let present = ids.iter().collect::<std::collections::HashSet<_>>()
                         .into_iter().filter(|id| model.remove(id).is_some()).count();
+                    hidden.retain(|id| model.contains_key(id));
                     prop_assert_eq!(index.delete(ids), present);
                 }
             }
@@ -511,13 +582,15 @@ proptest! {
         for row in 0..5 {
             let r = &ids[row * 8..(row + 1) * 8];
             let found: Vec<u64> = r.iter().copied().filter(|&i| i != MISSING_ID).collect();
-            prop_assert!(found.iter().all(|id| model.contains_key(id)));
+            prop_assert!(found.iter().all(|id| model.contains_key(id) && !hidden.contains(id)));
             let distinct: std::collections::HashSet<_> = found.iter().collect();
             prop_assert_eq!(distinct.len(), found.len());
             prop_assert!(dists[row * 8..(row + 1) * 8].windows(2).all(|w| w[0] <= w[1]));
         }
+        // Hidden ids in the allowed list are still never returned.
         let allowed: Vec<u64> = model.keys().copied().filter(|id| id % 2 == 0).collect();
         let (ids, _) = index.search(&queries, 4, 16, Allowed::Ids(&allowed)).unwrap();
+        let allowed: Vec<u64> = allowed.into_iter().filter(|id| !hidden.contains(id)).collect();
         let l2 = |id: &u64, q: &[f32]| -> f32 { model[id].iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum() };
         for (row, q) in queries.chunks_exact(dim).enumerate() {
             // Small filters are scanned exactly, so the distances are the true top-k.
