@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 from memosd.config import LimitsConfig
@@ -34,8 +35,9 @@ from memosd.search import SearchEngine, SearchFilter, SearchQuery
 from memosd.search.doctable import DocTable
 from memosd.search.filter import MaskCache
 from memosd.search.lexical import tokenize
-from memosd.search.vector import CubeImage
+from memosd.search.vector import CubeImage, CubeVectors
 from memosd.store import MemoryDraft, MemoryRecord, Store
+from memosd.store.transaction import WriteTxn
 
 DIM = 64
 
@@ -309,15 +311,84 @@ def test_snapshot_catches_up_after_a_commit_failed_to_apply(
     world.add(cube, ["first words"])
     taken = world.engine.seq
     with monkeypatch.context() as patch:
-        patch.setattr(world.engine, "_add_vectors", lambda records: 1 / 0)
+        patch.setattr(CubeVectors, "reveal", lambda graph, keys: 1 / 0)
         world.add(cube, ["zebras at noon"])  # durable; its listener failed
     world.add(cube, ["giraffes at dusk"])
     assert world.engine.seq == taken  # behind: a later commit does not move it on
     assert world.search(cube, "zebras", mode="VECTOR", top_k=1) != ["zebras at noon"]
+    assert graph_rows(world, cube) == (2, 0), "the failed commit's rows were dropped"
     world.engine.snapshot()
     assert world.engine.seq == world.store.seq
     assert world.search(cube, "zebras", mode="VECTOR", top_k=1) == ["zebras at noon"]
     assert world.search(cube, "giraffes", mode="VECTOR", top_k=1) == ["giraffes at dusk"]
+
+
+def graph_rows(world: World, cube_id: str) -> tuple[int, int]:
+    """(rows searches may return, rows linked but hidden) of a cube's graph."""
+    graph = world.engine._cubes[cube_id]
+    return len(graph.keys), len(graph.index) - len(graph.keys)
+
+
+def test_new_memories_are_linked_while_their_batch_commits_and_hidden_till_then(
+    world: World,
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT[:4])
+    [prepare] = world.store._preparers
+    seen = []
+
+    def look(cube_id: str, keys: range, vectors: np.ndarray) -> Callable[[], None]:
+        undo = prepare(cube_id, keys, vectors)
+        assert world.engine._prepared is not None
+        world.engine._prepared.linked.result()  # linked, and the batch not committed yet
+        found = world.search(cube, "ripe bananas", mode="VECTOR", top_k=4)
+        seen.append((found, graph_rows(world, cube)))
+        return undo
+
+    world.store._preparers[0] = look
+    world.add(cube, ["bananas are ripe", "ripe bananas are sweet"])
+    [(found, rows)] = seen
+    # Not returned, nor taking the place of a committed memory.
+    assert sorted(found) == sorted(FRUIT[:4]) and rows == (4, 2)
+    assert world.search(cube, "ripe bananas", mode="VECTOR", top_k=2) == [
+        "bananas are ripe",
+        "ripe bananas are sweet",
+    ]
+    assert graph_rows(world, cube) == (6, 0)
+
+
+@pytest.mark.parametrize("failure", ["in the write", "on a retry after the map grew"])
+def test_a_failed_batch_leaves_no_row_in_the_graph(
+    world: World, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    cube = world.cube("c")
+    world.add(cube, FRUIT[:4])
+    put_cube = WriteTxn.put_cube
+    calls = []
+
+    def fail(w: WriteTxn, record: object) -> None:
+        calls.append(w)
+        if failure == "in the write" or len(calls) == 1:
+            raise (
+                RuntimeError("disk on fire") if failure == "in the write" else lmdb.MapFullError()
+            )
+        put_cube(w, record)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WriteTxn, "put_cube", fail)
+        patch.setattr(world.store._env, "_grow", lambda: None)
+        if failure == "in the write":
+            with pytest.raises(RuntimeError):
+                world.add(cube, ["melons are big and green"])
+            assert graph_rows(world, cube) == (4, 0)
+        else:
+            world.add(cube, ["melons are big and green"])
+            assert len(calls) == 2 and graph_rows(world, cube) == (5, 0)
+    # The keys of a failed batch are drawn again by the next one.
+    world.add(cube, ["kiwis are green and fuzzy"])
+    top = world.search(cube, "green melons kiwis", mode="VECTOR")
+    assert "kiwis are green and fuzzy" in top
+    assert ("melons are big and green" in top) == (failure != "in the write")
 
 
 def test_purged_keys_are_not_kept_once_their_commit_is_taken(world: World) -> None:

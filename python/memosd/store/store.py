@@ -16,6 +16,9 @@ Sub-databases (keys big-endian, values msgpack unless noted):
 Every method that writes is one LMDB transaction. After a commit, subscribers
 get the changed heads and the purged keys, in commit order (the write lock is
 held while they run); access subscribers get the new statistics of each flush.
+Preparers get the vectors of a batch of new memories before it commits, so that
+their work on them can run while the store writes and syncs; if the write fails,
+the store calls what they returned to undo it.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ T = TypeVar("T")
 Listener = Callable[[int, Sequence[MemoryRecord], Sequence[int]], None]
 # Gets {memory key: (access count, last access)}, the new totals of one flush.
 AccessListener = Callable[[Mapping[int, tuple[int, float | None]]], None]
+# Gets the cube, keys and vectors of a batch about to be committed; returns its undo.
+Preparer = Callable[[str, range, np.ndarray], Callable[[], None]]
 # Makes the next version of a memory from its head; the second argument reads
 # an older version inside the same transaction.
 Change = Callable[[MemoryRecord, Callable[[int], MemoryRecord]], MemoryRecord]
@@ -88,6 +93,7 @@ class Store:
         self._dbs = self._env.dbs
         self._listeners: list[Listener] = []
         self._access_listeners: list[AccessListener] = []
+        self._preparers: list[Preparer] = []
         self._check_schema()
 
     def close(self) -> None:
@@ -107,6 +113,13 @@ class Store:
     def subscribe_access(self, listener: AccessListener) -> None:
         """Call ``listener(new_totals)`` after every committed ``record_access``."""
         self._access_listeners.append(listener)
+
+    def subscribe_prepare(self, preparer: Preparer) -> None:
+        """Call ``preparer(cube_id, keys, vectors)`` inside every ``add_memories`` that
+        has vectors, once its keys are drawn and before it commits; call what it
+        returned if the write then fails. Listeners still get the batch's heads after
+        the commit."""
+        self._preparers.append(preparer)
 
     # meta -------------------------------------------------------------------
     @property
@@ -191,8 +204,11 @@ class Store:
 
         def body(w: WriteTxn) -> list[MemoryRecord]:
             cube = w.cube(cube_id)
+            new_keys = w.next_keys(len(drafts))
+            if vectors is not None and drafts:
+                self._prepare(w, cube_id, new_keys, vectors)
             records = []
-            for i, (key, draft) in enumerate(zip(w.next_keys(len(drafts)), drafts, strict=True)):
+            for i, (key, draft) in enumerate(zip(new_keys, drafts, strict=True)):
                 record = MemoryRecord(
                     key=key,
                     id=new_id(),
@@ -462,11 +478,17 @@ class Store:
             holder: list[WriteTxn] = []
 
             def run(txn: lmdb.Transaction[bytes]) -> T:
-                holder.clear()
+                if holder:  # a retry (the map grew): the last attempt was rolled back
+                    self._undo(holder.pop())
                 holder.append(WriteTxn(txn, self._dbs))
                 return body(holder[0])
 
-            result = self._env.write(run)
+            try:
+                result = self._env.write(run)
+            except BaseException:
+                if holder:
+                    self._undo(holder[0])
+                raise
             w = holder[0]
             if w.changed or w.removed:
                 changed, removed = list(w.changed.values()), list(w.removed)
@@ -476,6 +498,22 @@ class Store:
                 for access_listener in self._access_listeners:
                     self._notify(w.seq, access_listener, w.accessed)
             return result
+
+    def _prepare(self, w: WriteTxn, cube_id: str, new_keys: range, vectors: np.ndarray) -> None:
+        for preparer in self._preparers:
+            try:
+                w.undo.append(preparer(cube_id, new_keys, vectors))
+            except Exception:
+                # Only a head start: the listener takes the batch after the commit anyway.
+                log.exception("store preparer failed for keys %d-%d", new_keys[0], new_keys[-1])
+
+    @staticmethod
+    def _undo(w: WriteTxn) -> None:
+        for undo in w.undo:
+            try:
+                undo()
+            except Exception:
+                log.exception("undoing a preparation of a failed write failed")
 
     @staticmethod
     def _notify(seq: int, listener: Callable[..., None], *args: object) -> None:

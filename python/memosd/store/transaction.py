@@ -11,6 +11,7 @@ statistics, for writes and reads alike.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lmdb
@@ -53,6 +54,8 @@ class WriteTxn:
         # New access statistics {key: (count, last access)}, for access subscribers.
         self.accessed: dict[int, tuple[int, float | None]] = {}
         self.removed: list[int] = []
+        # What preparers returned, to call if this transaction is not committed.
+        self.undo: list[Callable[[], None]] = []
         self._audit_index = 0
         self.txn.put(b"seq", keys.u64(self.seq), db=dbs["meta"])
 
