@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,23 @@ def test_hidden_rows_are_returned_only_once_revealed(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError) as e:
         index.reveal(np.array([1.0]))
     assert e.value.field == "ids"
+
+
+def test_searches_go_on_while_hidden_rows_are_linked() -> None:
+    data = clustered(2_000, seed=13)
+    index = build(data)
+    fresh_ids = np.arange(100_000, 115_000, dtype=np.uint64)
+    adder = threading.Thread(
+        target=index.add, args=(fresh_ids, clustered(15_000, seed=14)), kwargs={"hidden": True}
+    )
+    adder.start()
+    while len(index) < 17_000:  # the rows are placed: the linking is under way
+        time.sleep(0.001)
+    found = index.search(data[:10], k=5)[0]
+    linking = adder.is_alive()
+    adder.join()
+    assert linking, "the search waited for the whole insert"
+    assert not np.isin(found, fresh_ids).any()
 
 
 def test_save_and_load_give_identical_results(

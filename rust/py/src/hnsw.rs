@@ -157,13 +157,19 @@ impl HnswIndex {
             let msg = format!("expected {} rows (one per id), got {rows}", ids.len());
             return Err(PyErrWrap(Error::invalid("vectors", msg)).into());
         }
+        if !hidden {
+            return py
+                .detach(|| self.write(|index| index.add(&ids, &vectors)))
+                .map_err(|e| PyErrWrap(e).into());
+        }
         py.detach(|| {
-            self.write(|index| match hidden {
-                true => index.add_hidden(&ids, &vectors),
-                false => index.add(&ids, &vectors),
-            })
+            let mut index = self.inner.write();
+            let placed = index.place_hidden(&ids, &vectors)?;
+            // Searches walk the graph while it links the rows; no writer gets in between.
+            RwLockWriteGuard::downgrade(index).link(placed);
+            Ok(())
         })
-        .map_err(|e| PyErrWrap(e).into())
+        .map_err(|e: Error| PyErrWrap(e).into())
     }
 
     fn reveal(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {

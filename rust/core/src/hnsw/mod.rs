@@ -5,14 +5,17 @@
 //! Hidden inserts: `add_hidden` links ids into the graph without letting any search
 //! return them until `reveal`. A caller can build the expensive part of a write
 //! (the links) while the write it belongs to is still being committed elsewhere,
-//! and make it visible only once that commit succeeded.
+//! and make it visible only once that commit succeeded. Split into `place_hidden`
+//! (`&mut self`, quick) and `link` (`&self`), the linking also runs beside searches.
 //!
 //! Distances: cosine is `1 - cos` (vectors are stored normalised), `ip` is
 //! `1 - dot`, `l2` is the squared Euclidean distance, as in hnswlib. Missing
 //! results (fewer than `k` matches) are padded with [`MISSING_ID`] and `+inf`.
 //!
 //! Concurrency: `search` takes `&self` and may run from many threads at once;
-//! `add` and `delete` take `&mut self` (callers put the index behind a lock).
+//! `add` and `delete` take `&mut self` (callers put the index behind a lock), and so
+//! does `place_hidden`, but `link` takes `&self`: the graph's lists are atomics
+//! written under per-node locks (see `graph`), so searches may walk them meanwhile.
 
 mod distance;
 mod filter;
@@ -83,6 +86,14 @@ impl Params {
         }
         Ok(())
     }
+}
+
+/// Rows stored by [`HnswIndex::place_hidden`] and not linked yet.
+#[must_use = "placed rows are unreachable until linked"]
+pub struct Placed {
+    slots: Vec<u32>,
+    /// Whether free slots were reused (their old neighbours may need reconnecting).
+    reusing: bool,
 }
 
 pub struct HnswIndex {
@@ -202,13 +213,36 @@ impl HnswIndex {
     /// already present is replaced; within one call the last occurrence wins. Either
     /// every row is inserted or, on invalid input, none.
     pub fn add(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
-        self.insert(ids, vectors, false)
+        let placed = self.place(ids, vectors, false)?;
+        self.link(placed);
+        Ok(())
     }
 
     /// As `add`, but no search returns the new rows until `reveal`. An id that was
     /// present stops being returned at once (its old row is replaced).
     pub fn add_hidden(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
-        self.insert(ids, vectors, true)
+        let placed = self.place_hidden(ids, vectors)?;
+        self.link(placed);
+        Ok(())
+    }
+
+    /// The first part of `add_hidden`: checks the input and stores the rows, hidden
+    /// and not yet reachable. `link` adds them to the graph.
+    pub fn place_hidden(&mut self, ids: &[u64], vectors: &[f32]) -> Result<Placed> {
+        self.place(ids, vectors, true)
+    }
+
+    /// Links rows stored by `place_hidden` (or `add`) into the graph: most of the cost
+    /// of an insert, and safe beside searches. Call it before any other change of the
+    /// index.
+    pub fn link(&self, placed: Placed) {
+        let searcher = self.searcher();
+        searcher.insert_all(&placed.slots, self.params.ef_construction);
+        if placed.reusing {
+            // Reused slots drop the links others had to them; the repair before the
+            // reuse keeps nearly every node reachable, this makes sure of the rest.
+            searcher.reconnect_orphans();
+        }
     }
 
     /// Lets searches return `ids` added hidden (others are ignored); returns how many
@@ -226,7 +260,7 @@ impl HnswIndex {
         revealed
     }
 
-    fn insert(&mut self, ids: &[u64], vectors: &[f32], hidden: bool) -> Result<()> {
+    fn place(&mut self, ids: &[u64], vectors: &[f32], hidden: bool) -> Result<Placed> {
         let dim = self.params.dim;
         if vectors.len() != ids.len() * dim {
             return Err(Error::invalid(
@@ -265,16 +299,9 @@ impl HnswIndex {
         self.graph.reserve(growth)?;
         self.delete(ids);
         let reusing = !self.free.is_empty();
-        let placed = self.place_rows(ids, &last_row, &rows, hidden);
-        let searcher = self.searcher();
-        searcher.insert_all(&placed, self.params.ef_construction);
-        if reusing {
-            // Reused slots drop the links others had to them; the repair before the
-            // reuse keeps nearly every node reachable, this makes sure of the rest.
-            searcher.reconnect_orphans();
-        }
+        let slots = self.place_rows(ids, &last_row, &rows, hidden);
         self.generation += 1;
-        Ok(())
+        Ok(Placed { slots, reusing })
     }
 
     /// Gives each distinct id a slot (a free one first) holding its row; returns the
