@@ -9,9 +9,11 @@ bench_daemon.py makes them, with precomputed vectors). One thread then searches
 (VECTOR, top_k 10, a stored vector plus noise as the query, 2 ms apart, as the
 daemon's event loop would between requests) for 5 s with nothing else running, and
 again while a second thread adds ``--ingest`` more memories in batches of 1,000 (an
-AddMemories call each: store commit, then the doc table, BM25 and graph inserts).
-A search shares the engine's lock and the graph's lock with the ingest; what it
-waits for shows in the tail. Prints both rows and their ratio.
+AddMemories call each: the graph inserts, hidden, on the engine's linking thread
+while the store commits the batch and the doc table and BM25 take its heads; then
+the reveal). A search shares the engine's lock with the ingest, and the graph's
+lock while an insert stores its rows; what it waits for shows in the tail. Prints
+both rows and their ratio.
 
 Then the same for writes and a snapshot of the index (every 300 s in the daemon):
 AddMemories calls of 50 memories one after another, with nothing else running and
