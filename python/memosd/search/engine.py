@@ -288,6 +288,9 @@ class SearchEngine:
         prepared: _Prepared | None,
     ) -> None:
         needs_vector: list[MemoryRecord] = []
+        # Out of the graphs before out of the table: a key a graph search can return
+        # is always in the table (``plan`` relies on it), unless a _take failed.
+        self._delete_vectors(removed)
         with self._lock:
             for key in removed:
                 self._purged.add(key)
@@ -308,7 +311,6 @@ class SearchEngine:
                 if redo or old is None or old.content != rec.content:
                     self._lexical.upsert(slot, rec.content)
                     needs_vector.append(rec)
-        self._delete_vectors(removed)
         if prepared is not None:
             needs_vector = self._reveal_prepared(prepared, needs_vector)
         self._add_vectors(needs_vector)
@@ -486,7 +488,11 @@ class SearchEngine:
                     keys = allowed.keys_in_cube(code)
                     if len(keys) == 0:
                         continue
-                    everything = len(keys) == self._table.cube_size(code) == len(graph)
+                    # Every key the graph returns is in the table (new ones may not be
+                    # in the graph yet): a filter that passes the whole table passes it.
+                    everything = len(keys) == self._table.cube_size(code) and (
+                        len(keys) == len(graph) or not self._behind
+                    )
                     graphs.append((graph, None if everything else keys))
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
