@@ -387,6 +387,34 @@ def test_a_search_before_a_batch_is_revealed_needs_no_key_list(
     assert len(found) == 3 and set(found) <= set(FRUIT[:4])
 
 
+def test_a_filtered_search_reuses_its_key_set_and_sees_rows_once_revealed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cube = world.cube("c")
+    recs = world.add(cube, FRUIT[:4])
+    world.update(recs[0], state="ARCHIVED")  # the default filter now leaves one out
+    passed: list[object] = []
+    search, reveal = CubeVectors.search, CubeVectors.reveal
+
+    def recorded(graph: CubeVectors, query: np.ndarray, k: int, allowed: object) -> object:
+        passed.append(allowed)
+        return search(graph, query, k, allowed)  # type: ignore[arg-type]
+
+    def look_first(graph: CubeVectors, keys: list[int]) -> None:
+        seen.append(world.search(cube, "ripe bananas", mode="VECTOR", top_k=1))
+        reveal(graph, keys)
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(CubeVectors, "search", recorded)
+    monkeypatch.setattr(CubeVectors, "reveal", look_first)
+    world.add(cube, ["ripe bananas"])
+    seen.append(world.search(cube, "ripe bananas", mode="VECTOR", top_k=1))
+    # The same key set both times (the table did not change in between); the graph
+    # changed, and the second search finds the revealed row.
+    assert len(passed) == 2 and passed[0] is passed[1] and passed[0] is not None
+    assert seen == [["bananas are yellow and long"], ["ripe bananas"]]
+
+
 @pytest.mark.parametrize("failure", ["in the write", "on a retry after the map grew"])
 def test_a_failed_batch_leaves_no_row_in_the_graph(
     world: World, monkeypatch: pytest.MonkeyPatch, failure: str

@@ -47,6 +47,7 @@ from memosd.search.query import SearchQuery
 from memosd.search.vector import INSERT_BATCH, CubeVectors
 
 if TYPE_CHECKING:
+    from memosd._native import IdFilter
     from memosd.embedder import Embedder
     from memosd.store import MemoryRecord, Store
 
@@ -70,7 +71,7 @@ class SearchPlan:
     depth: int  # candidates taken from each ranking
     now: float  # the time the filter was evaluated at
     table_version: int  # the doc table's version then
-    graphs: list[tuple[CubeVectors, np.ndarray | None]]  # with the allowed keys, or None: all
+    graphs: list[tuple[CubeVectors, IdFilter | None]]  # with the allowed keys, or None: all
     lexical: fusion.Ranking
 
 
@@ -473,7 +474,7 @@ class SearchEngine:
         if query.mode == "HYBRID":
             depth = max(HYBRID_CANDIDATES, query.top_k)
         now = time.time()
-        graphs: list[tuple[CubeVectors, np.ndarray | None]] = []
+        graphs: list[tuple[CubeVectors, IdFilter | None]] = []
         lexical = _NO_HITS
         with self._lock:
             cubes = [
@@ -493,7 +494,7 @@ class SearchEngine:
                     everything = len(keys) == self._table.cube_size(code) and (
                         len(keys) == len(graph) or not self._behind
                     )
-                    graphs.append((graph, None if everything else keys))
+                    graphs.append((graph, None if everything else allowed.ids_in_cube(code)))
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
                 lexical = (self._table.keys[slots], scores.astype(np.float64))

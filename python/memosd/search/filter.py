@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from memosd._native import IdFilter
 from memosd.errors import InvalidArgumentError
 from memosd.search.doctable import NEVER, STATE_CODE, STATES, DocTable
 
@@ -99,6 +100,7 @@ class FilterMask:
         self.version = table.version
         self.valid_until = valid_until
         self._in_cube: dict[int, np.ndarray] = {}
+        self._ids_in_cube: dict[int, IdFilter] = {}
 
     def keys_in_cube(self, code: int) -> np.ndarray:
         """Store keys of the allowed slots of cube ``code``."""
@@ -106,6 +108,14 @@ class FilterMask:
         if keys is None:
             keys = self._in_cube[code] = self._table.keys[self.mask & (self._table.cube == code)]
         return keys
+
+    def ids_in_cube(self, code: int) -> IdFilter:
+        """``keys_in_cube`` for a graph search to reuse: it finds their slots once per
+        state of the graph, not once per search (at 100k keys 2.7 ms a search)."""
+        ids = self._ids_in_cube.get(code)
+        if ids is None:
+            ids = self._ids_in_cube[code] = IdFilter(self.keys_in_cube(code))
+        return ids
 
 
 class MaskCache:

@@ -21,7 +21,7 @@ import numpy as np
 from memosd.errors import CorruptDataError
 
 if TYPE_CHECKING:
-    from memosd._native import HnswImage, HnswIndex
+    from memosd._native import HnswImage, HnswIndex, IdFilter
 
 M = 16
 # 100 rather than the index benchmark's 200: inserts (on the write path of every
@@ -96,7 +96,7 @@ class CubeVectors:
             self.keys.difference_update(present)
 
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None
+        self, query: np.ndarray, k: int, allowed: IdFilter | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Keys (uint64) and cosine similarities (float64) of the nearest ``k``, best first."""
         if not self.keys or k <= 0:
