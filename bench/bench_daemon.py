@@ -19,7 +19,9 @@ queries are LoCoMo questions, each used once per run, so no cache can help.
    ``memosd.client.Client`` turning each hit into a ``Memory`` value; and HYBRID
    with 8 connections of the native load generator ("8 native", bench/loadgen, built
    with cargo on first use), whose one thread costs the daemon's two cores a
-   fraction of what 8 Python client threads do.
+   fraction of what 8 Python client threads do; and the same once one memory of
+   the cube is archived ("8 archived"): the default filter, ACTIVE memories only,
+   then restricts the graph search to the cube's other keys.
    Each run also reports the CPU time per query of the daemon (from psutil) and of
    the clients, which is what bounds throughput on a small machine, and the share
    of the machine's CPU time stolen by the hypervisor meanwhile (on a shared VM the
@@ -277,6 +279,15 @@ def latency_native(
     return run_summary(lat, wall, server, client, steal_pct(ticks))
 
 
+def archive_one(daemon: Daemon, cube: str) -> None:
+    """Archive the cube's first memory."""
+    from memosd.client import Client
+
+    with Client(daemon.address) as client:
+        first = client.list_memories(cube, page_size=1).memories[0]
+        client.update(cube, first.id, state="ARCHIVED")
+
+
 def floor(embedder: Embedder, vectors: np.ndarray, queries: list[str]) -> dict[str, float]:
     """Embedder + hnswlib in this process, one query at a time."""
     import hnswlib
@@ -352,6 +363,11 @@ def main() -> None:
                 # And from the native load generator: the daemon with light clients.
                 entry["native_clients_8"] = r = latency_native(daemon, cube, qs, 8)
                 rows.append((size, "8 native", r))
+                # Once a memory is archived, the default filter (ACTIVE only) leaves it
+                # out, and the graph search runs restricted to the cube's other keys.
+                archive_one(daemon, cube)
+                entry["native_clients_8_one_archived"] = r = latency_native(daemon, cube, qs, 8)
+                rows.append((size, "8 archived", r))
                 entry["daemon_rss_mb"] = daemon.rss_bytes() / 2**20
         if not args.no_floor:
             entry["floor"] = floor(embedder, vectors, questions[-args.queries :])
@@ -368,6 +384,7 @@ def main() -> None:
             f" {r['qps']:>7.1f} {r['server_cpu_ms']:>15.2f} {r['client_cpu_ms']:>15.2f}"
             f" {r['steal_pct']:>7.1f}"
         )
+    print("(8 archived: 8 native again, once one memory of the cube is archived)")
     for size, entry in results["sizes"].items():
         if "floor" in entry:
             f = entry["floor"]
