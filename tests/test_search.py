@@ -357,6 +357,27 @@ def test_new_memories_are_linked_while_their_batch_commits_and_hidden_till_then(
     assert graph_rows(world, cube) == (6, 0)
 
 
+class SearchBeforeReveal:
+    """Records what each graph search is restricted to (its ``allowed``), and runs
+    ``search`` just before each reveal of linked rows, keeping its hits."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, search: Callable[[], list[str]]) -> None:
+        self.allowed: list[object] = []
+        self.seen: list[list[str]] = []
+        graph_search, reveal = CubeVectors.search, CubeVectors.reveal
+
+        def recorded(graph: CubeVectors, query: np.ndarray, k: int, allowed: object) -> object:
+            self.allowed.append(allowed)
+            return graph_search(graph, query, k, allowed)  # type: ignore[arg-type]
+
+        def look_first(graph: CubeVectors, keys: list[int]) -> None:
+            self.seen.append(search())
+            reveal(graph, keys)
+
+        monkeypatch.setattr(CubeVectors, "search", recorded)
+        monkeypatch.setattr(CubeVectors, "reveal", look_first)
+
+
 def test_a_search_before_a_batch_is_revealed_needs_no_key_list(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -366,24 +387,14 @@ def test_a_search_before_a_batch_is_revealed_needs_no_key_list(
     cube = world.cube("c")
     world.add(cube, FRUIT[:4])
     old = world.add(cube, ["plums are purple"])[0]
-    restricted: list[bool] = []
-    search, reveal = CubeVectors.search, CubeVectors.reveal
-
-    def recorded(graph: CubeVectors, query: np.ndarray, k: int, allowed: object) -> object:
-        restricted.append(allowed is not None)
-        return search(graph, query, k, allowed)  # type: ignore[arg-type]
-
-    def look_first(graph: CubeVectors, keys: list[int]) -> None:
-        seen.append(world.search(cube, "plums bananas", mode="VECTOR", top_k=3))
-        reveal(graph, keys)
-
-    seen: list[list[str]] = []
-    monkeypatch.setattr(CubeVectors, "search", recorded)
-    monkeypatch.setattr(CubeVectors, "reveal", look_first)
+    watch = SearchBeforeReveal(
+        monkeypatch, lambda: world.search(cube, "plums bananas", mode="VECTOR", top_k=3)
+    )
     world.store.purge(cube, old.id)  # out of the graph, then out of the table
     world.add(cube, ["ripe bananas", "bananas and plums"])
+    restricted = [allowed is not None for allowed in watch.allowed]
     assert restricted == [False]
-    [found] = seen  # neither the purged memory nor the hidden rows, and no fewer hits
+    [found] = watch.seen  # neither the purged memory nor the hidden rows, and no fewer hits
     assert len(found) == 3 and set(found) <= set(FRUIT[:4])
 
 
@@ -393,26 +404,16 @@ def test_a_filtered_search_reuses_its_key_set_and_sees_rows_once_revealed(
     cube = world.cube("c")
     recs = world.add(cube, FRUIT[:4])
     world.update(recs[0], state="ARCHIVED")  # the default filter now leaves one out
-    passed: list[object] = []
-    search, reveal = CubeVectors.search, CubeVectors.reveal
-
-    def recorded(graph: CubeVectors, query: np.ndarray, k: int, allowed: object) -> object:
-        passed.append(allowed)
-        return search(graph, query, k, allowed)  # type: ignore[arg-type]
-
-    def look_first(graph: CubeVectors, keys: list[int]) -> None:
-        seen.append(world.search(cube, "ripe bananas", mode="VECTOR", top_k=1))
-        reveal(graph, keys)
-
-    seen: list[list[str]] = []
-    monkeypatch.setattr(CubeVectors, "search", recorded)
-    monkeypatch.setattr(CubeVectors, "reveal", look_first)
+    watch = SearchBeforeReveal(
+        monkeypatch, lambda: world.search(cube, "ripe bananas", mode="VECTOR", top_k=1)
+    )
     world.add(cube, ["ripe bananas"])
-    seen.append(world.search(cube, "ripe bananas", mode="VECTOR", top_k=1))
+    watch.seen.append(world.search(cube, "ripe bananas", mode="VECTOR", top_k=1))
     # The same key set both times (the table did not change in between); the graph
     # changed, and the second search finds the revealed row.
+    passed = watch.allowed
     assert len(passed) == 2 and passed[0] is passed[1] and passed[0] is not None
-    assert seen == [["bananas are yellow and long"], ["ripe bananas"]]
+    assert watch.seen == [["bananas are yellow and long"], ["ripe bananas"]]
 
 
 @pytest.mark.parametrize("failure", ["in the write", "on a retry after the map grew"])
