@@ -126,10 +126,13 @@ def test_filter_applied_inside_the_graph_walk_keeps_recall_at_half_selectivity(
     index: HnswIndex, data: np.ndarray, queries: np.ndarray
 ) -> None:
     allowed = np.arange(0, len(data), 2, dtype=np.uint64)
+    left_out = np.arange(1, len(data), 2, dtype=np.uint64)
     truth = exact_neighbours(data[::2], allowed, queries, 10)
-    ids, _ = index.search(queries, k=10, ef_search=64, allowed=IdFilter(allowed))
-    assert np.isin(ids, allowed).all()
-    assert recall(ids, truth) >= 0.95
+    for restrict in (IdFilter(allowed), IdFilter(left_out, excluding=True)):
+        assert len(restrict) == len(data) // 2
+        ids, _ = index.search(queries, k=10, ef_search=64, allowed=restrict)
+        assert np.isin(ids, allowed).all()
+        assert recall(ids, truth) >= 0.95
 
 
 def test_fewer_results_than_k_are_padded() -> None:

@@ -28,12 +28,17 @@ class HnswImage:
 
 @final
 class IdFilter:
-    """A reusable set of ids for ``HnswIndex.search(allowed=...)``. The slots it
-    resolves to are cached per index state, so repeated searches skip the lookups."""
+    """A reusable restriction for ``HnswIndex.search(allowed=...)``: to ``ids``, or
+    with ``excluding`` to every id but ``ids`` (ids added later included). The slots
+    it resolves to are cached per index state, so repeated searches skip the lookups;
+    the excluding form is built and resolved from the ids it leaves out, for filters
+    that pass most of an index."""
 
-    def __new__(cls, ids: npt.NDArray[np.uint64]) -> IdFilter: ...
+    def __new__(cls, ids: npt.NDArray[np.uint64], *, excluding: bool = False) -> IdFilter: ...
+    @property
+    def excluding(self) -> bool: ...
     def __len__(self) -> int:
-        """Number of distinct ids."""
+        """Number of distinct ids (allowed, or left out if ``excluding``)."""
 
 @final
 class HnswIndex:

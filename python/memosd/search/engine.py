@@ -486,15 +486,16 @@ class SearchEngine:
                     graph = self._cubes.get(cube_id)
                     if graph is None:
                         continue
-                    keys = allowed.keys_in_cube(code)
-                    if len(keys) == 0:
+                    n = allowed.count_in_cube(code)
+                    if n == 0:
                         continue
                     # Every key the graph returns is in the table (new ones may not be
-                    # in the graph yet): a filter that passes the whole table passes it.
-                    everything = len(keys) == self._table.cube_size(code) and (
-                        len(keys) == len(graph) or not self._behind
-                    )
-                    graphs.append((graph, None if everything else allowed.ids_in_cube(code)))
+                    # in the graph yet) unless a commit failed to apply: then a filter
+                    # that passes the whole table passes the graph.
+                    complete = not self._behind
+                    everything = n == self._table.cube_size(code) and (n == len(graph) or complete)
+                    subset = None if everything else allowed.ids_in_cube(code, complete)
+                    graphs.append((graph, subset))
             if query.mode != "VECTOR":
                 slots, scores = self._lexical.search(query.query, depth, allowed.mask)
                 lexical = (self._table.keys[slots], scores.astype(np.float64))

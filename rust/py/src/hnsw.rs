@@ -282,7 +282,7 @@ impl HnswIndex {
     }
 }
 
-/// A reusable set of ids to restrict searches to.
+/// A reusable set of ids to restrict searches to, or to leave out of them.
 #[pyclass(frozen, module = "memosd._native")]
 pub struct IdFilter {
     inner: CoreFilter,
@@ -291,10 +291,20 @@ pub struct IdFilter {
 #[pymethods]
 impl IdFilter {
     #[new]
-    fn new(ids: &Bound<'_, PyAny>) -> PyResult<Self> {
-        Ok(IdFilter {
-            inner: CoreFilter::new(&id_array("ids", ids)?),
-        })
+    #[pyo3(signature = (ids, *, excluding = false))]
+    fn new(ids: &Bound<'_, PyAny>, excluding: bool) -> PyResult<Self> {
+        let ids = id_array("ids", ids)?;
+        let inner = if excluding {
+            CoreFilter::excluding(&ids)
+        } else {
+            CoreFilter::new(&ids)
+        };
+        Ok(IdFilter { inner })
+    }
+
+    #[getter]
+    fn excluding(&self) -> bool {
+        self.inner.is_excluding()
     }
 
     fn __len__(&self) -> usize {

@@ -68,10 +68,17 @@ impl AllowedSlots {
     }
 }
 
-/// A reusable set of ids to restrict searches to. The slots it resolves to are cached
-/// per index state, so repeated searches with the same filter skip the id lookups.
+/// A reusable restriction of searches: to a set of ids, or to every id but a set.
+/// The slots it resolves to are cached per index state, so repeated searches with the
+/// same filter skip the id lookups.
+///
+/// The exclusion form is for filters that pass most of an index (the default filter
+/// of a cube with a few archived memories): it is built and resolved from the few
+/// ids it leaves out rather than from the many it lets through (at 100k ids, 4 ms
+/// whenever the index or the filter changed).
 pub struct IdFilter {
     ids: Vec<u64>,
+    excluding: bool,
     cache: Mutex<Option<Resolved>>,
 }
 
@@ -82,19 +89,35 @@ struct Resolved {
 }
 
 impl IdFilter {
+    /// Searches return only `ids`.
     pub fn new(ids: &[u64]) -> Self {
+        Self::with(ids, false)
+    }
+
+    /// Searches return any id but `ids`, including ids added after the filter.
+    pub fn excluding(ids: &[u64]) -> Self {
+        Self::with(ids, true)
+    }
+
+    fn with(ids: &[u64], excluding: bool) -> Self {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
         IdFilter {
             ids,
+            excluding,
             cache: Mutex::new(None),
         }
     }
 
-    /// The distinct ids of the filter, ascending.
+    /// The distinct ids of the filter, ascending: those allowed, or those left out if
+    /// [`excluding`](Self::is_excluding).
     pub fn ids(&self) -> &[u64] {
         &self.ids
+    }
+
+    pub fn is_excluding(&self) -> bool {
+        self.excluding
     }
 
     /// The cached resolution for an index in state (`index_uid`, `generation`), or a

@@ -393,6 +393,7 @@ impl HnswIndex {
         removed
     }
 
+    /// The live slots of `ids`.
     fn resolve(&self, ids: &[u64]) -> AllowedSlots {
         let mut slots: Vec<u32> = ids
             .iter()
@@ -401,6 +402,20 @@ impl HnswIndex {
             .collect();
         slots.sort_unstable();
         slots.dedup();
+        AllowedSlots::new(self.graph.slots(), slots)
+    }
+
+    /// The live slots of every id but `ids`.
+    fn resolve_excluding(&self, ids: &[u64]) -> AllowedSlots {
+        let mut out = self.hidden.clone();
+        for id in ids {
+            if let Some(&s) = self.slots.get(id) {
+                out[s as usize] = true;
+            }
+        }
+        let slots = (0..out.len() as u32)
+            .filter(|&s| !out[s as usize])
+            .collect();
         AllowedSlots::new(self.graph.slots(), slots)
     }
 
@@ -427,9 +442,13 @@ impl HnswIndex {
         let filter = match allowed {
             Allowed::All => None,
             Allowed::Ids(ids) => Some(std::sync::Arc::new(self.resolve(ids))),
-            Allowed::Filter(f) => {
-                Some(f.resolved(self.uid, self.generation, |ids| self.resolve(ids)))
-            }
+            Allowed::Filter(f) => Some(f.resolved(self.uid, self.generation, |ids| {
+                if f.is_excluding() {
+                    self.resolve_excluding(ids)
+                } else {
+                    self.resolve(ids)
+                }
+            })),
         };
         let ef = ef_search.max(k);
         let scan = filter

@@ -347,6 +347,38 @@ fn filtered_search_returns_only_allowed_ids_at_any_selectivity() {
 }
 
 #[test]
+fn excluding_filter_leaves_out_exactly_its_ids() {
+    let (mut index, data) = build(2_000, 16, Metric::Cosine);
+    // Every third id, a few unknown ones, and the queries' own rows among them.
+    let left_out: Vec<u64> = (0..2_000).step_by(3).chain([9_999, 10_000]).collect();
+    let filter = IdFilter::excluding(&left_out);
+    assert!(filter.is_excluding());
+    let queries = &data[..60 * 16];
+    let allowed = Allowed::Filter(&filter);
+    let (ids, _) = index.search(queries, 10, 64, allowed).unwrap();
+    assert!(ids.iter().all(|id| id % 3 != 0 && *id < 2_000), "{ids:?}");
+    let r = recall(&index, queries, 10, 64, allowed, |id| id % 3 != 0);
+    assert!(r >= 0.95, "recall {r}");
+
+    // Ids added after the filter was made pass it, unless hidden or left out.
+    let rows = clustered(3, 16, 5);
+    index.add(&[5_000, 10_000], &rows[..32]).unwrap();
+    index.add_hidden(&[5_001], &rows[32..]).unwrap();
+    let (ids, _) = index.search(&rows, 1, 64, allowed).unwrap();
+    assert_eq!(ids[0], 5_000);
+    assert_ne!(ids[1], 10_000);
+    assert_ne!(ids[2], 5_001);
+    index.reveal(&[5_001]);
+    let (ids, _) = index.search(&rows[32..], 1, 64, allowed).unwrap();
+    assert_eq!(ids[0], 5_001, "revealed after the filter was made");
+
+    // A deleted id stays out of the results.
+    index.delete(&[5_000]);
+    let (ids, _) = index.search(&rows[..16], 10, 64, allowed).unwrap();
+    assert!(!ids.contains(&5_000));
+}
+
+#[test]
 fn save_and_load_give_identical_results() {
     let (mut index, data) = build(1_500, 12, Metric::InnerProduct);
     index.delete(&[1, 2, 3]);
