@@ -1,7 +1,7 @@
 """Search latency while memories are being added, against the same searches idle.
 
     python bench/bench_search_during_ingest.py [--size 50000] [--ingest 20000]
-        [--out bench/out/search_during_ingest.json]
+        [--archived 0] [--out bench/out/search_during_ingest.json]
 
 The daemon's write path in process, as in the daemon: a ``Store`` with a
 ``SearchEngine`` following it, filled with ``--size`` LoCoMo-derived memories (as
@@ -13,7 +13,9 @@ AddMemories call each: the graph inserts, hidden, on the engine's linking thread
 while the store commits the batch and the doc table and BM25 take its heads; then
 the reveal). A search shares the engine's lock with the ingest, and the graph's
 lock while an insert stores its rows; what it waits for shows in the tail. Prints
-both rows and their ratio.
+both rows and their ratio. With ``--archived N`` the first N memories are archived
+before the searches, so that the default filter (active memories only) leaves them
+out: each search is then a filtered one, and each batch added changes the filter.
 
 Then the same for writes and a snapshot of the index (every 300 s in the daemon):
 AddMemories calls of 50 memories one after another, with nothing else running and
@@ -24,6 +26,7 @@ waits while the snapshot copies the graph, not while it writes the files.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_daemon import base_vectors, corpus, memory_text, perturbed
 from memosd.embedder import Embedder
 from memosd.search import SearchEngine, SearchFilter, SearchQuery
-from memosd.store import MemoryDraft, Store
+from memosd.store import MemoryDraft, MemoryRecord, Store
 
 BATCH = 1000
 
@@ -49,7 +52,7 @@ def timed_until(
 ) -> np.ndarray:
     """Milliseconds of each ``call(i)`` (i = 0, 1, ...) made until ``stop()``, with
     ``pause`` seconds between calls."""
-    out = []
+    out: list[float] = []
     while not stop():
         started = time.perf_counter()
         call(len(out))
@@ -58,11 +61,17 @@ def timed_until(
     return np.array(out) * 1e3
 
 
+def archived(head: MemoryRecord, _read: object) -> MemoryRecord:
+    """The next version of ``head``, archived."""
+    return dataclasses.replace(head, state="ARCHIVED")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--locomo", type=Path, default=Path("../shared/data/locomo"))
     parser.add_argument("--size", type=int, default=50_000)
     parser.add_argument("--ingest", type=int, default=20_000)
+    parser.add_argument("--archived", type=int, default=0, help="memories archived first")
     parser.add_argument("--out", type=Path, default=Path("bench/out/search_during_ingest.json"))
     args = parser.parse_args()
     turns, _ = corpus(args.locomo)
@@ -80,10 +89,14 @@ def main() -> None:
         engine.follow()
         cube = store.create_cube("bench", time.time()).id
 
-        def add(lo: int, hi: int) -> None:
+        def add(lo: int, hi: int) -> list[str]:
+            """Ids of the memories added."""
+            ids: list[str] = []
             for s in range(lo, hi, BATCH):
                 e = min(s + BATCH, hi)
-                store.add_memories(cube, drafts[s:e], vectors[s:e], time.time())
+                added = store.add_memories(cube, drafts[s:e], vectors[s:e], time.time())
+                ids.extend(rec.id for rec in added)
+            return ids
 
         def search(i: int) -> None:
             query = SearchQuery((cube,), "q", 10, "VECTOR", SearchFilter())
@@ -100,7 +113,9 @@ def main() -> None:
             )
 
         print(f"filling {args.size:,} memories ...", flush=True)
-        add(0, args.size)
+        filled = add(0, args.size)
+        for memory_id in filled[: args.archived]:
+            store.commit_version(cube, memory_id, archived, time.time())
         end = time.monotonic() + 5
         idle = searches(lambda: time.monotonic() > end)
         done = threading.Event()
@@ -165,6 +180,7 @@ def main() -> None:
     print(f"snapshot of {total:,} memories beside the writes: {snapshot_s[0]:.2f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
+        "archived": args.archived,
         "searches": stats,
         "ingest_per_s": rate,
         "writes": writes,
