@@ -100,6 +100,7 @@ class FilterMask:
         self.version = table.version
         self.valid_until = valid_until
         self._in_cube: dict[int, np.ndarray] = {}
+        self._count_in_cube: dict[int, int] = {}
         self._ids_in_cube: dict[tuple[int, bool], IdFilter] = {}
 
     def _allowed_in_cube(self, code: int) -> np.ndarray:
@@ -111,7 +112,10 @@ class FilterMask:
 
     def count_in_cube(self, code: int) -> int:
         """How many memories of cube ``code`` the filter allows."""
-        return int(np.count_nonzero(self._allowed_in_cube(code)))
+        count = self._count_in_cube.get(code)
+        if count is None:
+            count = self._count_in_cube[code] = int(np.count_nonzero(self._allowed_in_cube(code)))
+        return count
 
     def keys_in_cube(self, code: int) -> np.ndarray:
         """Store keys of the allowed slots of cube ``code``."""
