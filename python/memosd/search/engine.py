@@ -489,9 +489,10 @@ class SearchEngine:
                     n = allowed.count_in_cube(code)
                     if n == 0:
                         continue
-                    # Every key the graph returns is in the table (new ones may not be
-                    # in the graph yet) unless a commit failed to apply: then a filter
-                    # that passes the whole table passes the graph.
+                    # Unless a commit failed to apply, every key the graph returns is
+                    # in the table (new ones may not be in the graph yet): a filter that
+                    # passes the whole table passes the graph, and one that leaves out
+                    # a few keys may list just those.
                     complete = not self._behind
                     everything = n == self._table.cube_size(code) and (n == len(graph) or complete)
                     subset = None if everything else allowed.ids_in_cube(code, complete)

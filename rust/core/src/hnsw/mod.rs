@@ -407,14 +407,14 @@ impl HnswIndex {
 
     /// The live slots of every id but `ids`.
     fn resolve_excluding(&self, ids: &[u64]) -> AllowedSlots {
-        let mut out = self.hidden.clone();
+        let mut skipped = self.hidden.clone(); // deleted, or not revealed yet
         for id in ids {
             if let Some(&s) = self.slots.get(id) {
-                out[s as usize] = true;
+                skipped[s as usize] = true;
             }
         }
-        let slots = (0..out.len() as u32)
-            .filter(|&s| !out[s as usize])
+        let slots = (0..skipped.len() as u32)
+            .filter(|&s| !skipped[s as usize])
             .collect();
         AllowedSlots::new(self.graph.slots(), slots)
     }
