@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from memosd.search.lexical import LexicalIndex, tokenize
+from memosd.search.lexical import STOP_WORDS, LexicalIndex, tokenize, unicode_terms
 
 # Okapi BM25's parameters as the index documents them (memosd.search.lexical).
 K1, B = 1.2, 0.75
@@ -26,6 +26,36 @@ def test_tokenize_folds_case_drops_stop_words_and_plural_s() -> None:
     assert tokenize("class glass bus") == ["class", "glass", "bus"]
     assert tokenize("Straße ÉCOLE 2023") == ["strasse", "école", "2023"]
     assert tokenize("") == []
+
+
+# Words around the tokenizer's edges: stop words in any case, plurals, "ss" endings,
+# short words, digits and underscores.
+_EDGE_WORDS = ["The", "a", "I", "cats", "Class", "bus", "glass", "ss", "x2", "a_b", "1s", "IS"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=60)
+    | st.lists(
+        st.sampled_from(_EDGE_WORDS) | st.sampled_from([" ", "'", "-", ",", "\n"]), max_size=20
+    ).map("".join)
+)
+def test_ascii_text_takes_the_native_path_to_the_same_terms(text: str) -> None:
+    from memosd._native import AsciiTerms
+
+    native = AsciiTerms(STOP_WORDS)(text)
+    assert native is not None and native == unicode_terms(text)
+    assert tokenize(text) == native
+
+
+def test_other_text_takes_the_regular_expression() -> None:
+    from memosd._native import AsciiTerms
+    from memosd.errors import InvalidArgumentError
+
+    assert AsciiTerms(STOP_WORDS)("Straße") is None
+    with pytest.raises(InvalidArgumentError) as info:
+        AsciiTerms(5)  # type: ignore[arg-type]
+    assert info.value.field == "stop_words"
 
 
 def reference_bm25(docs: dict[int, str], query: str) -> dict[int, float]:

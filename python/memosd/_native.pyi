@@ -1,7 +1,7 @@
 """Type stub of ``memosd._native``, the Rust extension (rust/py). Hand-written;
 ``python -m mypy.stubtest memosd._native`` checks it against the built module."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from os import PathLike
 from typing import Any, Final, TypeAlias, final
 
@@ -425,6 +425,20 @@ class Bm25Index:
         terms' postings with their BM25 weights and IDFs, summed in its order. A
         ``terms`` that is not a list of str, or a bad ``allowed``, raises
         ``InvalidArgumentError`` naming it."""
+
+__all__ += ["AsciiTerms"]
+
+@final
+class AsciiTerms:
+    """The index terms of ASCII text as ``memosd.search.lexical.tokenize`` makes
+    them (runs of two or more of ``[A-Za-z0-9_]``, lower-cased, ``stop_words``
+    dropped, a plural ``s`` stripped from terms longer than three characters but not
+    after another ``s``). Only ASCII: a non-iterable or non-str ``stop_words``
+    raises ``InvalidArgumentError`` naming it."""
+
+    def __new__(cls, stop_words: Iterable[str]) -> AsciiTerms: ...
+    def __call__(self, text: str) -> list[str] | None:
+        """The terms of ``text`` in order, with repeats; None if it is not ASCII."""
 
 __all__ += ["postings_top_k"]
 

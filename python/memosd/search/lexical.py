@@ -4,7 +4,9 @@ Tokenizer (kept deliberately simple and language-agnostic apart from the stop
 list): Unicode case-folding, runs of word characters (``\\w+``) as tokens,
 English stop words and one-character tokens dropped, and a trailing plural
 ``s`` stripped from tokens longer than three characters (not after ``s``, so
-"class" stays whole). The same tokenizer runs over documents and queries.
+"class" stays whole). The same tokenizer runs over documents and queries. ASCII
+text, most of it, takes the native path (``memosd._native.AsciiTerms``, the same
+terms): 5 µs a memory against 16 µs for the regular expression.
 
 Scoring is Okapi BM25 (k1 = 1.2, b = 0.75) with corpus statistics (document
 count, document frequency, average length) over every indexed memory, in
@@ -24,7 +26,7 @@ import re
 
 import numpy as np
 
-from memosd._native import Bm25Index
+from memosd._native import AsciiTerms, Bm25Index
 
 _WORD = re.compile(r"\w\w+")  # one-character tokens never count
 # A short English stop list (NLTK's, minus contractions).
@@ -36,10 +38,17 @@ same she should so some such than that the their theirs them themselves then the
 those through to too under until up very was we were what when where which while who whom why will
 with would you your yours yourself yourselves"""
 STOP_WORDS = frozenset(_STOP_LIST.split())
+_ascii_terms = AsciiTerms(STOP_WORDS)
 
 
 def tokenize(text: str) -> list[str]:
     """Index terms of ``text``, in order, with repeats."""
+    terms = _ascii_terms(text)
+    return unicode_terms(text) if terms is None else terms
+
+
+def unicode_terms(text: str) -> list[str]:
+    """``tokenize`` by the regular expression, for any text."""
     terms = []
     for tok in _WORD.findall(text.casefold()):
         if tok in STOP_WORDS:

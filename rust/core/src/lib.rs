@@ -6,6 +6,7 @@
 //! - [`gemm`]: int8 matrix products (per-row activation, per-column weight scales).
 //! - [`transformer`]: ragged self-attention and layer norm of a BERT encoder layer.
 //! - [`bm25`]: the BM25 inverted index, updated incrementally.
+//! - [`ascii_terms`]: its terms of ASCII text, as the Python tokenizer makes them.
 //! - [`lexical`]: the top-k sums of weighted postings (BM25 scoring).
 //! - [`fusion`]: one ranking from several (HYBRID search).
 //! - [`wordpiece`]: BERT's WordPiece tokenizer (HF tokenizers' ids, without HF).
@@ -14,6 +15,7 @@
 //! No Python here: the PyO3 layer lives in `rust/py`.
 
 pub mod activation;
+pub mod ascii_terms;
 pub mod batching;
 pub mod bm25;
 pub mod error;

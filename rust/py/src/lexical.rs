@@ -1,8 +1,9 @@
-//! Python surface of the lexical search: the BM25 index `Bm25Index`, and
-//! `postings_top_k`, the ranking it runs.
+//! Python surface of the lexical search: the BM25 index `Bm25Index`, `AsciiTerms`,
+//! its terms of ASCII text, and `postings_top_k`, the ranking it runs.
 
 use std::sync::{Mutex, MutexGuard};
 
+use memosd_core::ascii_terms::AsciiTerms as CoreTerms;
 use memosd_core::bm25::Bm25Index as CoreIndex;
 use memosd_core::lexical::{self, Term};
 use numpy::{IntoPyArray, PyArray1};
@@ -14,6 +15,7 @@ use crate::error::PyErrWrap;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Bm25Index>()?;
+    m.add_class::<AsciiTerms>()?;
     m.add_function(wrap_pyfunction!(postings_top_k, m)?)?;
     Ok(())
 }
@@ -83,6 +85,30 @@ impl Bm25Index {
         let allowed = allowed.as_ref().map(|a| a.as_slice()).transpose()?;
         let hits = self.index().search(&terms, k, allowed);
         Ok(ranked(py, hits))
+    }
+}
+
+/// The index terms of ASCII text; see `_native.pyi`.
+#[pyclass(frozen, module = "memosd._native")]
+pub struct AsciiTerms {
+    inner: CoreTerms,
+}
+
+#[pymethods]
+impl AsciiTerms {
+    #[new]
+    fn new(stop_words: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let stop_words: Vec<PyBackedStr> = stop_words
+            .try_iter()
+            .and_then(|words| words.map(|w| w?.extract()).collect())
+            .map_err(|_| unexpected("stop_words", "an iterable of str", stop_words))?;
+        Ok(AsciiTerms {
+            inner: CoreTerms::new(&stop_words),
+        })
+    }
+
+    fn __call__(&self, text: &str) -> Option<Vec<String>> {
+        self.inner.terms(text)
     }
 }
 
