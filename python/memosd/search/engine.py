@@ -218,9 +218,7 @@ class SearchEngine:
         At 100k memories the graph inserts were about 70% of an in-process ingest
         batch, and the store's encoding and commit most of the rest."""
         with self._vector_lock:
-            cube = self._cubes.get(cube_id)
-            if cube is None:
-                cube = self._cubes[cube_id] = CubeVectors(self.dim)
+            cube = self._graph(cube_id)
         ids = np.arange(keys.start, keys.stop, dtype=np.uint64)
         linked = self._linker.submit(cube.link_hidden, ids, vectors)
         prepared = self._prepared = _Prepared(cube_id, cube, keys, linked)
@@ -370,15 +368,21 @@ class SearchEngine:
             if len(cube) != before:
                 self._dirty.add(cube_id)
 
+    def _graph(self, cube_id: str) -> CubeVectors:
+        """The graph of ``cube_id``, a new one if it has none (the caller holds
+        _vector_lock)."""
+        cube = self._cubes.get(cube_id)
+        if cube is None:
+            cube = self._cubes[cube_id] = CubeVectors(self.dim)
+        return cube
+
     def _add_vectors(self, records: Iterable[MemoryRecord]) -> None:
         """Read the current vectors of ``records`` from the store into their cubes' graphs."""
         by_cube: dict[str, list[int]] = defaultdict(list)
         for rec in records:
             by_cube[rec.cube_id].append(rec.key)
         for cube_id, keys in by_cube.items():
-            cube = self._cubes.get(cube_id)
-            if cube is None:
-                cube = self._cubes[cube_id] = CubeVectors(self.dim)
+            cube = self._graph(cube_id)
             for start in range(0, len(keys), INSERT_BATCH):
                 found, vectors = self.store.vectors(keys[start : start + INSERT_BATCH])
                 cube.add(found, vectors)

@@ -2,8 +2,8 @@
 //! of one layer, shared by inserts and queries.
 //!
 //! A layer search takes an `accept` predicate: rejected nodes (deleted, hidden, or
-//! outside a filter) are still expanded, so the route through the graph is unchanged, but they
-//! never enter the result set.
+//! outside a filter) are still expanded, so the route through the graph is
+//! unchanged, but they never enter the result set.
 
 use super::distance::{DistanceFn, Metric};
 use super::graph::Graph;
