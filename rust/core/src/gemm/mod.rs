@@ -151,7 +151,7 @@ impl Int8Linear {
             return Err(Error::invalid("out", msg));
         }
         let kp = self.weights.kp;
-        let (codes, row_scales) = quantize::quantize_rows(x, m, k, kp)?;
+        let (codes, row_scales) = self.quantize(x, m)?;
         let chunk = self.rows_per_task(m);
         let epilogue = self.epilogue();
         let run = |(i, out): (usize, &mut [f32])| {
@@ -168,6 +168,13 @@ impl Int8Linear {
             out.par_chunks_mut(chunk * n).enumerate().for_each(run);
         }
         Ok(())
+    }
+
+    /// The activation codes of `x` (`m` rows padded to `kp` bytes) in the form this
+    /// layer's kernel reads, and the row scales.
+    fn quantize(&self, x: &[f32], m: usize) -> Result<(aligned::AlignedBytes, Vec<f32>)> {
+        let (k, kp) = (self.weights.k, self.weights.kp);
+        quantize::quantize_rows(x, m, k, kp, self.kernel.unsigned_codes())
     }
 
     fn epilogue(&self) -> Epilogue<'_> {
@@ -194,8 +201,11 @@ impl Int8Linear {
             ));
         }
         let mut padded = aligned::AlignedBytes::zeroed(m * kp);
+        let unsigned = self.kernel.unsigned_codes();
         for (dst, src) in padded.chunks_exact_mut(kp).zip(x_codes.chunks_exact(k)) {
-            dst[..k].copy_from_slice(src);
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = if unsigned { s ^ i8::MIN } else { s };
+            }
         }
         let mut out = vec![0i32; m * n];
         self.product(&padded, |first, col, sums| {
@@ -217,19 +227,22 @@ impl Int8Linear {
         let unit = match self.kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Amx => kernel::amx::BLOCK_ROWS,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => kernel::avx512::ROWS,
             _ => MR,
         };
         m.div_ceil(tasks).div_ceil(unit).max(1) * unit
     }
 
-    /// Multiplies the padded activation codes (`rows x kp`) with every panel and hands
-    /// the exact sums on as `emit(first row, first column, sums)`: consecutive rows
-    /// from `first`, each the sums of the panel's `PANEL` columns (padding columns
-    /// past `out_features` included).
+    /// Multiplies the padded activation codes (`rows x kp`, in the kernel's form: see
+    /// [`Kernel::unsigned_codes`]) with every panel and hands the exact sums on as
+    /// `emit(first row, first column, sums)`: consecutive rows from `first`, each the
+    /// sums of the panel's `PANEL` columns (padding columns past `out_features`
+    /// included).
     fn product(&self, codes: &[i8], mut emit: impl FnMut(usize, usize, &[[i32; PANEL]])) {
+        let w = &self.weights;
         #[cfg(target_arch = "x86_64")]
         if self.kernel == Kernel::Amx && !codes.is_empty() {
-            let w = &self.weights;
             // SAFETY: `with_kernel`/`detect` checked `available()`; `kp` is a non-zero
             // multiple of 64, the codes `rows x kp` and the panels `kp * PANEL` bytes.
             unsafe {
@@ -244,15 +257,30 @@ impl Int8Linear {
             }
             return;
         }
-        let kp = self.weights.kp;
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel == Kernel::Avx512Vnni {
+            // SAFETY: as above; each panel's shift sums are `PANEL` values.
+            unsafe {
+                kernel::avx512::product(
+                    codes,
+                    w.kp,
+                    w.panels(),
+                    |p| w.panel(p),
+                    |p| &w.shift_sums[p * PANEL..(p + 1) * PANEL],
+                    ROW_BLOCK,
+                    |r, p, sums| emit(r, p * PANEL, sums),
+                );
+            }
+            return;
+        }
+        let kp = w.kp;
         let rows = codes.len() / kp;
         let mut acc = [[0i32; PANEL]; MR];
         for block in (0..rows).step_by(ROW_BLOCK) {
             let block_end = rows.min(block + ROW_BLOCK);
-            for p in 0..self.weights.panels() {
-                let panel = self.weights.panel(p);
+            for p in 0..w.panels() {
+                let panel = w.panel(p);
                 let col = p * PANEL;
-                let shift = &self.weights.shift_sums[col..col + PANEL];
                 for r0 in (block..block_end).step_by(MR) {
                     let mr = MR.min(block_end - r0);
                     let mut tile_rows: [&[i8]; MR] = [&[]; MR];
@@ -261,13 +289,6 @@ impl Int8Linear {
                     }
                     self.kernel
                         .tile(&tile_rows[..mr], panel, kp, &mut acc[..mr]);
-                    if self.kernel == Kernel::Avx512Vnni {
-                        for sums in &mut acc[..mr] {
-                            for (s, &c) in sums.iter_mut().zip(shift) {
-                                *s -= c;
-                            }
-                        }
-                    }
                     emit(r0, col, &acc[..mr]);
                 }
             }

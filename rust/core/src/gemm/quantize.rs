@@ -64,16 +64,23 @@ pub(super) fn quantize_slice_body(field: &str, values: &[f32], out: &mut [i8]) -
 
 /// Quantises each row of the row-major `m x k` matrix `a` on its own into rows of
 /// `stride >= k` bytes (the tail of each row is zero); returns the codes and row scales.
+/// `unsigned`: each code `q` is stored as the byte `q + 128` (its sign bit flipped),
+/// the form the VNNI kernel multiplies; the zero tail stays zero either way (the
+/// weights' padding codes are zero, so it adds nothing).
 pub(crate) fn quantize_rows(
     a: &[f32],
     m: usize,
     k: usize,
     stride: usize,
+    unsigned: bool,
 ) -> Result<(AlignedBytes, Vec<f32>)> {
     let mut codes = AlignedBytes::zeroed(m * stride);
     let mut scales = Vec::with_capacity(m);
     for (row, out) in a.chunks_exact(k).zip(codes.chunks_exact_mut(stride)) {
         scales.push(quantize_slice("x", row, out)?);
+        if unsigned {
+            out[..k].iter_mut().for_each(|q| *q ^= i8::MIN);
+        }
     }
     Ok((codes, scales))
 }
@@ -90,6 +97,6 @@ pub fn quantize_rows_of(a: &[f32], m: usize, k: usize) -> Result<(Vec<i8>, Vec<f
     if k == 0 {
         return Ok((Vec::new(), vec![0.0; m]));
     }
-    let (codes, scales) = quantize_rows(a, m, k, k)?;
+    let (codes, scales) = quantize_rows(a, m, k, k, false)?;
     Ok((codes.to_vec(), scales))
 }

@@ -61,8 +61,7 @@ fn the_activation_applies_to_the_biased_product() {
         assert_eq!(lin.forward(&x, m).unwrap(), expected, "{kernel:?}");
         // The portable build of the epilogue gives the same floats as the one for
         // this CPU (AVX-512 where available).
-        let kp = lin.weights.kp;
-        let (codes, scales) = quantize::quantize_rows(&x, m, k, kp).unwrap();
+        let (codes, scales) = lin.quantize(&x, m).unwrap();
         let mut portable = vec![0f32; m * n];
         let epilogue = lin.epilogue();
         lin.product(&codes, |first, col, sums| {

@@ -1,52 +1,124 @@
-//! AVX-512 VNNI kernel. `vpdpbusd` multiplies unsigned by signed bytes, so each
-//! activation code is shifted to u8 (`a + 128`, an xor of the sign bit); the extra
-//! `128 * sum_k b[k][c]` is subtracted with the column sums computed at pack time.
+//! AVX-512 VNNI kernel. `vpdpbusd` multiplies unsigned by signed bytes, so it reads
+//! the activation codes shifted to u8 (`a + 128`, stored so by the quantiser: see
+//! `Kernel::unsigned_codes`), and each panel's sums start at `-128 * sum_k b[k][c]`
+//! (the column sums computed at pack time), which leaves the exact
+//! `sum_k a[k] b[k][c]` at the end.
+//!
+//! The driver runs [`ROWS`] rows against one panel at a time: 2 zmm of sums per row
+//! (the panel's 32 columns), so 16 independent accumulators hide the product's
+//! latency, and each 128-byte group of the panel, loaded once, feeds 16 products.
 
 use std::arch::x86_64::*;
 
-use super::{MR, PANEL};
+use super::PANEL;
 
+/// Rows per register block.
+pub(crate) const ROWS: usize = 8;
+
+/// Whether the CPU can run this kernel.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Multiplies the activation codes (`rows x kp`, shifted to u8) with every panel and hands
+/// the exact sums on as `emit(first row, panel, sums)`, like `amx::product`:
+/// groups of up to [`ROWS`] consecutive rows, each with the sums of the panel's
+/// `PANEL` columns. `row_block` rows pass over all panels before the next ones start,
+/// so that their codes stay in cache; `shift(p)` is panel p's `128 * column sums`.
+///
 /// # Safety
-/// The CPU must support avx512f, avx512bw and avx512vnni; `rows[r].len() == k4`,
-/// `panel.len() == k4 * PANEL`, `rows.len() == acc.len() <= MR`.
+/// The CPU must support the kernel (`available()`); `kp` is a non-zero multiple of 4,
+/// `codes.len()` a multiple of `kp`, `panel(p)` is `kp * PANEL` bytes and `shift(p)`
+/// `PANEL` values for every `p < panels`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(crate) unsafe fn tile(rows: &[&[i8]], panel: &[i8], k4: usize, acc: &mut [[i32; PANEL]]) {
-    match rows.len() {
-        4 => tile_n::<4>(rows, panel, k4, acc),
-        3 => tile_n::<3>(rows, panel, k4, acc),
-        2 => tile_n::<2>(rows, panel, k4, acc),
-        1 => tile_n::<1>(rows, panel, k4, acc),
-        _ => {}
+pub(crate) unsafe fn product<'w>(
+    codes: &[i8],
+    kp: usize,
+    panels: usize,
+    panel: impl Fn(usize) -> &'w [i8],
+    shift: impl Fn(usize) -> &'w [i32],
+    row_block: usize,
+    mut emit: impl FnMut(usize, usize, &[[i32; PANEL]]),
+) {
+    debug_assert!(kp > 0 && kp.is_multiple_of(4) && codes.len().is_multiple_of(kp));
+    let rows = codes.len() / kp;
+    let mut sums = [[0i32; PANEL]; ROWS];
+    for block in (0..rows).step_by(row_block.max(ROWS)) {
+        let block_end = rows.min(block + row_block.max(ROWS));
+        for p in 0..panels {
+            let (b, start) = (panel(p), shift(p));
+            debug_assert!(b.len() == kp * PANEL && start.len() == PANEL);
+            for r0 in (block..block_end).step_by(ROWS) {
+                let n = ROWS.min(block_end - r0);
+                let a = codes[r0 * kp..].as_ptr();
+                // SAFETY: rows r0..r0 + n of `kp` shifted codes, a panel of `kp * PANEL`
+                // bytes and `PANEL` shift sums, as the caller guarantees.
+                unsafe {
+                    match n {
+                        8 => block_n::<8>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        7 => block_n::<7>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        6 => block_n::<6>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        5 => block_n::<5>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        4 => block_n::<4>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        3 => block_n::<3>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        2 => block_n::<2>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        _ => block_n::<1>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                    }
+                }
+                emit(r0, p, &sums[..n]);
+            }
+        }
     }
 }
 
+/// `sums[r] = sum_k a[r][k] b[k][.] - shift` for `R` rows of shifted codes at `a`
+/// (a stride of `kp` bytes) against the panel at `b`.
+///
+/// # Safety
+/// `a` points at `R * kp` bytes, `b` at `kp * PANEL` bytes and `shift` at `PANEL`
+/// values; the CPU has the kernel's features.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-unsafe fn tile_n<const R: usize>(
-    rows: &[&[i8]],
-    panel: &[i8],
-    k4: usize,
-    acc: &mut [[i32; PANEL]],
+unsafe fn block_n<const R: usize>(
+    a: *const i8,
+    kp: usize,
+    b: *const i8,
+    shift: *const i32,
+    sums: &mut [[i32; PANEL]; ROWS],
 ) {
-    const { assert!(R <= MR && PANEL == 32) };
-    let mut sums = [[_mm512_setzero_si512(); 2]; R];
-    let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
-    let b = panel.as_ptr();
-    for g in 0..k4 / 4 {
-        // SAFETY: group g of the panel is bytes [128 g, 128 g + 128) < k4 * PANEL.
-        let b0 = _mm512_loadu_si512(b.add(g * 128) as *const _);
-        let b1 = _mm512_loadu_si512(b.add(g * 128 + 64) as *const _);
-        for r in 0..R {
-            // SAFETY: 4 g + 4 <= k4 == rows[r].len().
-            let a = (rows[r].as_ptr().add(4 * g) as *const i32).read_unaligned();
-            let a = _mm512_xor_si512(_mm512_set1_epi32(a), flip);
-            sums[r][0] = _mm512_dpbusd_epi32(sums[r][0], a, b0);
-            sums[r][1] = _mm512_dpbusd_epi32(sums[r][1], a, b1);
+    const { assert!(R <= ROWS && PANEL == 32) };
+    // SAFETY (every load below): group g of the panel is bytes [128 g, 128 g + 128)
+    // of its kp * PANEL; row r's bytes 4 g .. 4 g + 4 lie within its kp.
+    let start = unsafe {
+        let zero = _mm512_setzero_si512();
+        [
+            _mm512_sub_epi32(zero, _mm512_loadu_si512(shift as *const _)),
+            _mm512_sub_epi32(zero, _mm512_loadu_si512(shift.add(16) as *const _)),
+        ]
+    };
+    let mut acc = [start; R];
+    for g in 0..kp / 4 {
+        let (b0, b1) = unsafe {
+            (
+                _mm512_load_si512(b.add(g * 128) as *const _),
+                _mm512_load_si512(b.add(g * 128 + 64) as *const _),
+            )
+        };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let word = unsafe { (a.add(r * kp + 4 * g) as *const i32).read_unaligned() };
+            let a = _mm512_set1_epi32(word);
+            acc[0] = _mm512_dpbusd_epi32(acc[0], a, b0);
+            acc[1] = _mm512_dpbusd_epi32(acc[1], a, b1);
         }
     }
-    for r in 0..R {
-        let out = acc[r].as_mut_ptr();
-        _mm512_storeu_si512(out as *mut _, sums[r][0]);
-        _mm512_storeu_si512(out.add(16) as *mut _, sums[r][1]);
+    for (out, acc) in sums.iter_mut().zip(acc) {
+        let out = out.as_mut_ptr();
+        // SAFETY: each row of `sums` holds PANEL = 32 values.
+        unsafe {
+            _mm512_storeu_si512(out as *mut _, acc[0]);
+            _mm512_storeu_si512(out.add(16) as *mut _, acc[1]);
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! All kernels read the same packed layout (see `packed.rs`) and produce the same
 //! integers; they differ only in the instructions used. AMX works on whole blocks of
-//! 32 rows rather than on [`MR`]-row tiles, so it has its own driver (`amx::product`).
+//! 32 rows, and VNNI on shifted codes in blocks of 8 rows, rather than on [`MR`]-row
+//! tiles, so each has its own driver (`amx::product`, `avx512::product`).
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
@@ -57,14 +58,16 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vnni")
-            }
+            Kernel::Avx512Vnni => avx512::available(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
+    }
+
+    /// Whether the kernel reads activation codes as unsigned bytes, `code + 128`
+    /// (VNNI multiplies u8 by i8); the others read them as they are.
+    pub(crate) fn unsigned_codes(self) -> bool {
+        self == Kernel::Avx512Vnni
     }
 
     pub fn name(self) -> &'static str {
@@ -83,7 +86,8 @@ impl Kernel {
     /// Runs the micro-kernel: `rows` holds `mr <= MR` activation rows of `k4` codes each
     /// (`k4` a multiple of 4), `panel` one packed panel of `k4 * PANEL` bytes;
     /// `acc[r]` receives row r's `PANEL` sums. The caller guarantees `available()`
-    /// and runs [`Kernel::Amx`] products through `amx::product` instead.
+    /// and runs [`Kernel::Amx`] and [`Kernel::Avx512Vnni`] products through their
+    /// own drivers instead.
     pub(crate) fn tile(self, rows: &[&[i8]], panel: &[i8], k4: usize, acc: &mut [[i32; PANEL]]) {
         debug_assert!(rows.len() <= MR && rows.len() == acc.len());
         debug_assert!(k4.is_multiple_of(4) && panel.len() == k4 * PANEL);
@@ -95,9 +99,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { avx2::tile(rows, panel, k4, acc) },
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => unsafe { avx512::tile(rows, panel, k4, acc) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Amx => unreachable!("AMX products run whole blocks in amx::product"),
+            Kernel::Amx | Kernel::Avx512Vnni => {
+                unreachable!("AMX and VNNI products run in their own drivers")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => scalar::tile(rows, panel, k4, acc),
         }
