@@ -44,27 +44,35 @@ pub(crate) unsafe fn product<'w>(
 ) {
     debug_assert!(kp > 0 && kp.is_multiple_of(4) && codes.len().is_multiple_of(kp));
     let rows = codes.len() / kp;
+    let row_block = row_block.max(ROWS);
     let mut sums = [[0i32; PANEL]; ROWS];
-    for block in (0..rows).step_by(row_block.max(ROWS)) {
-        let block_end = rows.min(block + row_block.max(ROWS));
+    for block in (0..rows).step_by(row_block) {
+        let block_end = rows.min(block + row_block);
         for p in 0..panels {
             let (b, start) = (panel(p), shift(p));
             debug_assert!(b.len() == kp * PANEL && start.len() == PANEL);
+            // The first register block fetches the next panel into L1 while it works:
+            // a query's few rows pass over each panel only a few times, so without it
+            // most of a product would wait for panels read from L3.
+            let mut next = (p + 1 < panels).then(|| panel(p + 1).as_ptr());
             for r0 in (block..block_end).step_by(ROWS) {
                 let n = ROWS.min(block_end - r0);
                 let a = codes[r0 * kp..].as_ptr();
+                let ahead = next.take().unwrap_or(std::ptr::null());
+                let (b, start) = (b.as_ptr(), start.as_ptr());
                 // SAFETY: rows r0..r0 + n of `kp` shifted codes, a panel of `kp * PANEL`
-                // bytes and `PANEL` shift sums, as the caller guarantees.
+                // bytes (and the next one at `ahead`, unless null) and `PANEL` shift sums,
+                // as the caller guarantees.
                 unsafe {
                     match n {
-                        8 => block_n::<8>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        7 => block_n::<7>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        6 => block_n::<6>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        5 => block_n::<5>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        4 => block_n::<4>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        3 => block_n::<3>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        2 => block_n::<2>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
-                        _ => block_n::<1>(a, kp, b.as_ptr(), start.as_ptr(), &mut sums),
+                        8 => block_n::<8>(a, kp, b, ahead, start, &mut sums),
+                        7 => block_n::<7>(a, kp, b, ahead, start, &mut sums),
+                        6 => block_n::<6>(a, kp, b, ahead, start, &mut sums),
+                        5 => block_n::<5>(a, kp, b, ahead, start, &mut sums),
+                        4 => block_n::<4>(a, kp, b, ahead, start, &mut sums),
+                        3 => block_n::<3>(a, kp, b, ahead, start, &mut sums),
+                        2 => block_n::<2>(a, kp, b, ahead, start, &mut sums),
+                        _ => block_n::<1>(a, kp, b, ahead, start, &mut sums),
                     }
                 }
                 emit(r0, p, &sums[..n]);
@@ -74,17 +82,19 @@ pub(crate) unsafe fn product<'w>(
 }
 
 /// `sums[r] = sum_k a[r][k] b[k][.] - shift` for `R` rows of shifted codes at `a`
-/// (a stride of `kp` bytes) against the panel at `b`.
+/// (a stride of `kp` bytes) against the panel at `b`; prefetches the panel at `next`
+/// unless it is null.
 ///
 /// # Safety
-/// `a` points at `R * kp` bytes, `b` at `kp * PANEL` bytes and `shift` at `PANEL`
-/// values; the CPU has the kernel's features.
+/// `a` points at `R * kp` bytes, `b` and a non-null `next` at `kp * PANEL` bytes and
+/// `shift` at `PANEL` values; the CPU has the kernel's features.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 unsafe fn block_n<const R: usize>(
     a: *const i8,
     kp: usize,
     b: *const i8,
+    next: *const i8,
     shift: *const i32,
     sums: &mut [[i32; PANEL]; ROWS],
 ) {
@@ -100,6 +110,13 @@ unsafe fn block_n<const R: usize>(
     };
     let mut acc = [start; R];
     for g in 0..kp / 4 {
+        if !next.is_null() {
+            // SAFETY: group g of the next panel, as for `b` below.
+            unsafe {
+                _mm_prefetch(next.add(g * 128), _MM_HINT_T0);
+                _mm_prefetch(next.add(g * 128 + 64), _MM_HINT_T0);
+            }
+        }
         let (b0, b1) = unsafe {
             (
                 _mm512_load_si512(b.add(g * 128) as *const _),
