@@ -22,8 +22,8 @@ pub(crate) fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-/// Multiplies the activation codes (`rows x kp`, shifted to u8) with every panel and hands
-/// the exact sums on as `emit(first row, panel, sums)`, like `amx::product`:
+/// Multiplies the activation codes (`rows x kp`, shifted to u8) with every panel and
+/// hands the exact sums on as `emit(first row, panel, sums)`, like `amx::product`:
 /// groups of up to [`ROWS`] consecutive rows, each with the sums of the panel's
 /// `PANEL` columns. `row_block` rows pass over all panels before the next ones start,
 /// so that their codes stay in cache; `shift(p)` is panel p's `128 * column sums`.
