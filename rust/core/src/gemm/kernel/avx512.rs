@@ -51,6 +51,7 @@ pub(crate) unsafe fn product<'w>(
         for p in 0..panels {
             let (b, start) = (panel(p), shift(p));
             debug_assert!(b.len() == kp * PANEL && start.len() == PANEL);
+            let (b, start) = (b.as_ptr(), start.as_ptr());
             // The first register block fetches the next panel into L1 while it works:
             // a query's few rows pass over each panel only a few times, so without it
             // most of a product would wait for panels read from L3.
@@ -59,7 +60,6 @@ pub(crate) unsafe fn product<'w>(
                 let n = ROWS.min(block_end - r0);
                 let a = codes[r0 * kp..].as_ptr();
                 let ahead = next.take().unwrap_or(std::ptr::null());
-                let (b, start) = (b.as_ptr(), start.as_ptr());
                 // SAFETY: rows r0..r0 + n of `kp` shifted codes, a panel of `kp * PANEL`
                 // bytes (and the next one at `ahead`, unless null) and `PANEL` shift sums,
                 // as the caller guarantees.
